@@ -1,0 +1,131 @@
+"""The ``stsc`` entry point: compose the Hydra config, validate it once, run the selected stages.
+
+Imports nothing heavy at module level: ``stsc --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+log = logging.getLogger("stsc")
+
+
+def _install_redaction(secrets: list[str]) -> None:
+    from stsc.tracking import RedactingFilter
+
+    flt = RedactingFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(flt)
+
+
+def _hydra_files(output_dir: Path) -> dict[str, str]:
+    hydra_dir = output_dir / ".hydra"
+    if not hydra_dir.is_dir():
+        return {}
+    return {f".hydra/{p.name}": p.read_text() for p in sorted(hydra_dir.glob("*.yaml"))}
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import ``plugins=[...]`` modules (they may register extra stages)."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _parent_run_id() -> str | None:
+    """The sweep run id when this job is part of a ``-m`` sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from stsc.tracking import read_sweep_run_id
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return read_sweep_run_id(Path(hc.sweep.dir))
+
+
+def _job(dict_cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from stsc.config import to_root_config
+    from stsc.errors import StscError
+    from stsc.tracking import config_secret_values
+
+    secrets = config_secret_values(OmegaConf.to_container(dict_cfg, resolve=False))
+    _install_redaction(secrets)
+    try:
+        cfg = to_root_config(dict_cfg)
+    except StscError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    load_plugins(cfg.plugins)
+    if cfg.dry_run:
+        from stsc.plan import format_plan, make_plan
+
+        print(format_plan(make_plan(cfg)))
+        return
+    _run(cfg, OmegaConf.to_yaml(dict_cfg, resolve=True), output_dir, secrets)
+
+
+def _run(cfg: Any, resolved_yaml: str, output_dir: Path, secrets: list[str]) -> None:
+    from stsc.errors import StscError
+    from stsc.pipeline import run_pipeline
+
+    tracker = None
+    if cfg.tracking.enabled:
+        from dataclasses import asdict
+
+        from stsc.tracking import JobTracker
+
+        tracker = JobTracker(cfg.tracking, cfg.root_path, extra_secrets=secrets)
+        name = cfg.label or output_dir.name
+        tracker.start(name, asdict(cfg), parent_run_id=_parent_run_id(), tags={"output_dir": str(output_dir)})
+        tracker.log_config_files({"resolved_config.yaml": resolved_yaml, **_hydra_files(output_dir)})
+    status = "FAILED"
+    try:
+        outcomes = run_pipeline(cfg, tracker)
+        status = "FINISHED"
+    except StscError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            tracker.end(status)
+    _print_summary(cfg, outcomes, tracker)
+
+
+def _print_summary(cfg: Any, outcomes: list, tracker: Any) -> None:
+    from stsc.report import format_outcomes
+
+    print(format_outcomes(outcomes))
+    if tracker is not None:
+        print(
+            f"\nMLflow: run {tracker.run_id} in experiment '{cfg.tracking.experiment}' "
+            f"({tracker.client.tracking_uri}). Browse with `make ui` -> http://127.0.0.1:5000"
+        )
+
+
+def main() -> None:
+    import hydra
+
+    from stsc.config import register_configs
+
+    register_configs(light=any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]))
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Domain exceptions: bad *external* input (model output, generated code, Hub responses, user config).
+
+Our own invariants use ``assert``. Each loop (self-debug, episode, evaluation batch) maps these to a
+status in exactly one place and re-raises anything it does not know.
+"""
+
+
+class StscError(Exception):
+    """Base class of every error stsc raises on purpose."""
+
+
+class ConfigError(StscError):
+    """A config value is invalid; the message names the key and the valid choices."""
+
+
+class StageError(StscError):
+    """A stage cannot run (missing upstream artifact, unknown stage name, ...)."""
+
+
+class SandboxError(StscError):
+    """Infrastructure failure of a sandbox (engine gone, container died). A failing command is not one."""
+
+
+class LLMError(StscError):
+    """A model call failed after its retries (provider down, bad credentials, ...)."""
+
+
+class BudgetExceededError(LLMError):
+    """The USD budget of a stage or episode is spent; no new calls are made."""
+
+
+class MissingAPIKeyError(LLMError):
+    """The provider of the configured model needs an API key that is not set."""
+
+
+class ModelOutputError(StscError):
+    """Model output does not have the expected shape (malformed JSON, no command block, ...)."""
+
+
+class HubError(StscError):
+    """The Hugging Face Hub (or the offline catalog) answered something unusable."""
+
+
+class TaskFormatError(StscError):
+    """A task folder does not satisfy the task contract (missing files, bad yaml, bad metadata)."""
+
+
+class EvaluationError(StscError):
+    """An evaluation script produced output that is not one JSON object with the priority metric."""
+
+
+class ContextLimitError(LLMError):
+    """The prompt no longer fits the model's context window."""
+
+
+class DatasetNotFoundError(HubError):
+    """A dataset id does not exist in the source asked (Hub 404, or not in the offline catalog)."""
+
+
+class PromptError(ConfigError):
+    """A prompt template is missing, malformed, or needs a variable that was not passed."""
+
+
+class UnusableDatasetError(StscError):
+    """A verified dataset cannot make the planned task (too few labelled rows, a constant target,
+    a missing column). ``reason`` is the short drop reason recorded in the stage funnel."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason

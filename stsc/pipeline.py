@@ -1,0 +1,330 @@
+"""Stage registry, ordering, content keys, caching and resume.
+
+A stage's output folder is ``<store>/<stage>/<key>/`` where ``key`` hashes the stage's own config
+subtree (minus keys that cannot change results: concurrency, credentials' env-var names, ...) and the
+keys of its upstream stages. Same key -> cache hit, the stage is skipped; changed config -> that stage
+and everything downstream get new keys and rerun, nothing upstream does. A folder is complete once
+``_SUCCESS.json`` exists; an incomplete one is handed back to its stage, which resumes from the items
+already written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import importlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stsc.config import RootConfig
+from stsc.errors import ConfigError, StageError
+from stsc.store import REPORT_FILE, SUCCESS_FILE, StageContext, StageReport, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[RootConfig, StageContext], None]
+
+# Config keys (by last component) that never change a stage's results and so stay out of its key.
+KEY_EXCLUDE_NAMES = frozenset(
+    {
+        "concurrency",
+        "llm_concurrency",
+        "sandbox_concurrency",
+        "api_key_env",
+        "token_env",
+        "max_retries",
+        "backoff_s",
+        "trace",
+        "catalog_dir",
+        "endpoint",
+        "timeout_s_call",
+        "cache",
+    }
+)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One node of the stage graph.
+
+    ``fn`` is a callable or a ``"module:function"`` path imported only when the stage runs;
+    ``config`` lists the dotted config keys the stage's key depends on (besides its upstream keys);
+    bump ``version`` when a stage's semantics change so old outputs stop matching.
+    """
+
+    name: str
+    fn: StageFn | str
+    after: tuple[str, ...] = ()
+    config: tuple[str, ...] = ()
+    version: int = 1
+
+    def load(self) -> StageFn:
+        if callable(self.fn):
+            return self.fn
+        module, _, attr = self.fn.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_REGISTRY: dict[str, StageSpec] = {}
+
+
+def register(spec: StageSpec) -> StageSpec:
+    """Add (or replace) a stage. Upstream stages must be registered first."""
+    for up in spec.after:
+        if up not in _REGISTRY:
+            raise StageError(f"stage '{spec.name}' depends on unknown stage '{up}'")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def stage(name: str, after: tuple[str, ...] = (), config: tuple[str, ...] = (), version: int = 1):
+    """Decorator form of ``register`` for stage functions defined in code (tests, plugins)."""
+
+    def deco(fn: StageFn) -> StageFn:
+        register(StageSpec(name, fn, tuple(after), tuple(config), version))
+        return fn
+
+    return deco
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def registered() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> StageSpec:
+    return _REGISTRY[name]
+
+
+_PAPER_GRAPH = (
+    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",)),
+    StageSpec(
+        "propose",
+        "stsc.synth.propose:run_propose",
+        ("topics",),
+        ("propose", "hub.kind", "hub.catalog_sources"),
+    ),
+    StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter")),
+    StageSpec("generate", "stsc.synth.generate:run_generate", ("verify",), ("generator",)),
+    StageSpec("validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm")),
+    StageSpec("rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split")),
+    StageSpec(
+        "curate",
+        "stsc.curate:run_curate",
+        ("rollout", "validate"),
+        ("curate", "student", "split", "agent.history"),
+    ),
+    StageSpec("sft", "stsc.train.sft:run_sft", ("curate",), ("sft", "student")),
+    StageSpec(
+        "evaluate",
+        "stsc.evaluation.stage:run_evaluate",
+        ("validate", "sft"),
+        ("eval", "agent", "split", "student", "teacher"),
+    ),
+    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), ()),
+)
+for _spec in _PAPER_GRAPH:
+    register(_spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys
+
+
+def _select(cfg: RootConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"stage config key '{dotted}' does not exist in the config")
+        obj = getattr(obj, part)
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _strip_excluded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_excluded(v) for k, v in sorted(value.items()) if k not in KEY_EXCLUDE_NAMES}
+    if isinstance(value, list):
+        return [_strip_excluded(v) for v in value]
+    return value
+
+
+def stage_config(cfg: RootConfig, spec: StageSpec) -> dict[str, Any]:
+    """The semantic config a stage's key is computed from (seed included)."""
+    subtree = {key: _strip_excluded(_select(cfg, key)) for key in spec.config}
+    subtree["seed"] = cfg.seed
+    return subtree
+
+
+def compute_keys(cfg: RootConfig) -> dict[str, str]:
+    """Content key of every registered stage, in graph order."""
+    keys: dict[str, str] = {}
+    for name, spec in _REGISTRY.items():
+        payload = {
+            "stage": name,
+            "version": spec.version,
+            "config": stage_config(cfg, spec),
+            "upstream": {up: keys[up] for up in spec.after},
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        keys[name] = hashlib.sha256(blob).hexdigest()[:12]
+    return keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection
+
+
+def select_stages(requested: list[str]) -> list[str]:
+    """Requested stages in graph order; empty = all. Unknown names fail listing the valid ones."""
+    unknown = [s for s in requested if s not in _REGISTRY]
+    if unknown:
+        raise StageError(f"unknown stage(s) {unknown}; valid stages are {registered()}")
+    if not requested:
+        return registered()
+    return [s for s in _REGISTRY if s in requested]
+
+
+def descendants(names: list[str]) -> set[str]:
+    out = set(names)
+    for name, spec in _REGISTRY.items():
+        if any(up in out for up in spec.after):
+            out.add(name)
+    return out
+
+
+def stage_dir(store: Path, name: str, key: str) -> Path:
+    return store / name / key
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / SUCCESS_FILE).exists()
+
+
+@contextmanager
+def _stage_lock(folder: Path) -> Iterator[None]:
+    """Serialise two jobs (a sweep) computing the same stage key."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    key: str
+    folder: Path
+    cache_hit: bool
+    report: StageReport
+
+
+def run_pipeline(cfg: RootConfig, tracker: Any = None) -> list[StageOutcome]:
+    """Run the selected stages in order, skipping cache hits. ``tracker`` is a
+    ``stsc.tracking.JobTracker`` (or None); each stage gets a nested run."""
+    selected = select_stages(list(cfg.stages))
+    unknown_force = [s for s in cfg.force if s not in _REGISTRY]
+    if unknown_force:
+        raise StageError(f"force={unknown_force} names unknown stage(s); valid stages are {registered()}")
+    recompute = descendants(list(cfg.force)) & set(selected)
+    keys = compute_keys(cfg)
+    store = cfg.store_path
+    outcomes: list[StageOutcome] = []
+    for name in selected:
+        outcomes.append(_run_one(cfg, name, keys, store, name in recompute, tracker))
+    return outcomes
+
+
+def _inputs(spec: StageSpec, keys: dict[str, str], store: Path) -> dict[str, Path]:
+    inputs = {}
+    for up in spec.after:
+        folder = stage_dir(store, up, keys[up])
+        if not is_complete(folder):
+            raise StageError(
+                f"stage '{spec.name}' needs '{up}' (key {keys[up]}), which has not been run with this "
+                f"config; add it to stages=[...] or run without stages= to run everything"
+            )
+        inputs[up] = folder
+    return inputs
+
+
+def _run_one(
+    cfg: RootConfig, name: str, keys: dict[str, str], store: Path, force: bool, tracker: Any
+) -> StageOutcome:
+    spec = _REGISTRY[name]
+    key = keys[name]
+    folder = stage_dir(store, name, key)
+    with _stage_lock(folder):
+        if force and folder.exists():
+            log.info("stage %s: force=%s, recomputing key %s", name, list(cfg.force), key)
+            shutil.rmtree(folder)
+        if is_complete(folder):
+            report = StageReport.from_dict(read_json(folder / REPORT_FILE))
+            log.info("stage %s: cache hit (key %s) -> %s", name, key, folder)
+            if tracker is not None:
+                tracker.record_stage(
+                    name, key, folder, report, cache_hit=True, params=stage_config(cfg, spec)
+                )
+            return StageOutcome(name, key, folder, True, report)
+        inputs = _inputs(spec, keys, store)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            folder / "stage.json",
+            {
+                "stage": name,
+                "key": key,
+                "config": stage_config(cfg, spec),
+                "upstream": {u: keys[u] for u in spec.after},
+            },
+        )
+        report = StageReport(stage=name)
+        ctx = StageContext(
+            name=name, key=key, out_dir=folder, inputs=inputs, store=store, seed=cfg.seed, report=report
+        )
+        log.info("stage %s: running (key %s) -> %s", name, key, folder)
+        fn = spec.load()
+        stage_tracker = tracker.start_stage(name, key, params=stage_config(cfg, spec)) if tracker else None
+        ctx.tracker = stage_tracker
+        t0 = time.perf_counter()
+        try:
+            fn(cfg, ctx)
+        except BaseException:
+            report.wall_s = time.perf_counter() - t0
+            if stage_tracker is not None:
+                stage_tracker.finish(report, ctx, status="FAILED")
+            raise
+        report.wall_s = time.perf_counter() - t0
+        atomic_write_json(folder / REPORT_FILE, report.to_dict())
+        for table, rows in ctx.tables.items():
+            atomic_write_json(folder / f"table_{table}.json", rows)
+        atomic_write_json(folder / SUCCESS_FILE, {"stage": name, "key": key, "finished": time.time()})
+        if stage_tracker is not None:
+            stage_tracker.finish(report, ctx, status="FINISHED")
+        log.info(
+            "stage %s: done in %.1fs: %d in, %d out, drops %s, $%.4f",
+            name,
+            report.wall_s,
+            report.items_in,
+            report.items_out,
+            dict(report.drops),
+            report.cost_usd,
+        )
+        return StageOutcome(name, key, folder, False, report)

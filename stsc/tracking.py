@@ -1,0 +1,365 @@
+"""MLflow tracking: one parent run per ``stsc`` job, one nested child run per stage, one sweep run
+above the jobs of a ``-m`` sweep. Every param, tag, artifact and log line passes the secret redactor.
+
+Runs are created with ``MlflowClient`` and explicit run ids (``mlflow.parentRunId`` tags), never the
+fluent active-run stack, so nesting works across threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stsc.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "credential", "credentials", "apikey"})
+KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "encryption", "signing"})
+REDACTED = "***REDACTED***"
+PARAM_MAX = 6000
+SWEEP_RUN_FILE = ".mlflow_sweep_run_id"
+
+
+# --------------------------------------------------------------------------------------------------
+# Redaction
+
+
+def looks_secret(name: str) -> bool:
+    """``OPENAI_API_KEY``, ``hf_token``, ``db.password``, ``key`` -> True; ``content_key``,
+    ``max_tokens``, ``api_key_env`` (the *name* of a variable) -> False."""
+    parts = [p for p in re.split(r"[._\-\s]+", name.lower()) if p]
+    if not parts or parts[-1] == "env":
+        return False
+    if any(p in SECRET_WORDS for p in parts):
+        return True
+    return any(p == "key" and (i == 0 or parts[i - 1] in KEY_QUALIFIERS) for i, p in enumerate(parts))
+
+
+def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names look like secrets (6+ characters long)."""
+    env = os.environ if environ is None else environ
+    return sorted({v for k, v in env.items() if looks_secret(k) and len(v) >= 6}, key=len, reverse=True)
+
+
+def config_secret_values(obj: Any) -> list[str]:
+    """String values held under secret-named keys anywhere in a (nested) config mapping."""
+    found: list[str] = []
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if is_secret_key(str(k)) and isinstance(v, str) and len(v) >= 4:
+                found.append(v)
+            else:
+                found += config_secret_values(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found += config_secret_values(v)
+    return found
+
+
+def redact_text(text: str, secrets: list[str] | None = None) -> str:
+    for value in secret_env_values() if secrets is None else secrets:
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a (dotted) config key holds a secret, judged by its last component."""
+    return looks_secret(key.rsplit(".", 1)[-1])
+
+
+def redact_mapping(obj: Any, secrets: list[str] | None = None) -> Any:
+    """Deep copy of ``obj`` with secret-named keys and secret values replaced."""
+    secrets = secret_env_values() if secrets is None else secrets
+    if isinstance(obj, Mapping):
+        return {
+            k: (
+                REDACTED if is_secret_key(str(k)) and obj[k] not in (None, "") else redact_mapping(v, secrets)
+            )
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redact_mapping(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        return redact_text(obj, secrets)
+    return obj
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; values capped at MLflow's 6000 characters."""
+    out: dict[str, str] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        if not obj and prefix:
+            out[prefix[:-1]] = "{}"
+        return out
+    text = json.dumps(obj) if isinstance(obj, (list, tuple)) else str(obj)
+    out[prefix[:-1]] = text[:PARAM_MAX]
+    return out
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secret values (environment and config) in every log record (installed by the CLI)."""
+
+    def __init__(self, extra_secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self.secrets = sorted(set(secret_env_values()) | set(extra_secrets or []), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = redact_text(record.getMessage(), self.secrets)
+            record.msg, record.args = message, None
+        return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Store location
+
+
+def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
+    return cfg.uri or f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def artifact_location(cfg: TrackingConfig, root: Path) -> str:
+    return cfg.artifact_location or (root / "mlruns" / "artifacts").resolve().as_uri()
+
+
+def make_client(cfg: TrackingConfig, root: Path):
+    """An ``MlflowClient`` for the configured store and the experiment's id (created if needed)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, root))
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return client, exp.experiment_id
+    try:
+        return client, client.create_experiment(
+            cfg.experiment, artifact_location=artifact_location(cfg, root)
+        )
+    except Exception:  # another process created it first
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            raise
+        return client, exp.experiment_id
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
+
+
+class StageTracker:
+    """The nested run of one stage."""
+
+    def __init__(self, client: Any, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self._secrets = secret_env_values()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(_metric_name(k), float(v), now, step or 0) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_json(self, obj: Any, name: str) -> None:
+        text = json.dumps(redact_mapping(obj, self._secrets), indent=2, default=str)
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            p.write_text(text)
+            self.client.log_artifact(self.run_id, str(p))
+
+    def finish(self, report: Any, ctx: Any = None, status: str = "FINISHED") -> None:
+        self.log_metrics(report.as_metrics())
+        self.log_json(report.to_dict(), "stage_summary.json")
+        if ctx is not None:
+            for name, rows in ctx.tables.items():
+                if rows:
+                    self.log_table(name, rows)
+            for path in ctx.artifacts:
+                self.log_artifact(Path(path))
+        self.client.set_terminated(self.run_id, status=status)
+
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        import pandas as pd
+
+        frame = pd.DataFrame(redact_mapping(rows, self._secrets))
+        self.client.log_table(self.run_id, data=frame, artifact_file=f"{name}.json")
+
+
+def _metric_name(key: str) -> str:
+    return re.sub(r"[^\w\-. /]", "_", key)
+
+
+class JobTracker:
+    """The parent run of one ``stsc`` job; creates one nested run per stage."""
+
+    def __init__(self, cfg: TrackingConfig, root: Path, extra_secrets: list[str] | None = None):
+        self.client, self.experiment_id = make_client(cfg, root)
+        self.root = root
+        self.run_id: str | None = None
+        self._secrets = sorted(set(secret_env_values()) | set(extra_secrets or []), key=len, reverse=True)
+
+    def start(
+        self,
+        run_name: str,
+        config: Mapping[str, Any],
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        all_tags = {"stsc.kind": "job", "git_commit": git_commit(self.root), **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=redact_text(run_name, self._secrets), tags=_redact_tags(all_tags)
+        )
+        self.run_id = run.info.run_id
+        self._log_params(self.run_id, config)
+        return self.run_id
+
+    def _log_params(self, run_id: str, config: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(redact_mapping(config, self._secrets))
+        params = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i : i + 100])
+
+    def log_config_files(self, files: Mapping[str, str]) -> None:
+        """Log text files (resolved config, .hydra/*) as artifacts, redacted."""
+        assert self.run_id is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel, text in files.items():
+                p = Path(tmp) / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(_redact_yaml_text(text, self._secrets))
+            self.client.log_artifacts(self.run_id, tmp, "config")
+
+    def start_stage(
+        self, name: str, key: str, params: Mapping[str, Any], cache_hit: bool = False
+    ) -> StageTracker:
+        assert self.run_id is not None
+        tags = {
+            "mlflow.parentRunId": self.run_id,
+            "stsc.kind": "stage",
+            "stage": name,
+            "content_key": key,
+            "cache_hit": str(cache_hit).lower(),
+            "git_commit": git_commit(self.root),
+        }
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=_redact_tags(tags))
+        self._log_params(run.info.run_id, params)
+        return StageTracker(self.client, run.info.run_id)
+
+    def record_stage(
+        self, name: str, key: str, folder: Path, report: Any, cache_hit: bool, params: Mapping[str, Any]
+    ) -> None:
+        """A nested run for a cached stage: its stored metrics, tagged ``cache_hit=true``."""
+        st = self.start_stage(name, key, params, cache_hit=cache_hit)
+        st.finish(report)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        assert self.run_id is not None
+        StageTracker(self.client, self.run_id).log_artifact(path, artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _redact_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    secrets = secret_env_values()
+    return {k: (REDACTED if is_secret_key(k) else redact_text(str(v), secrets)) for k, v in tags.items()}
+
+
+def _redact_yaml_text(text: str, secrets: list[str]) -> str:
+    """Redact a YAML dump: values of secret-named keys and any secret env value."""
+    lines = []
+    for line in text.splitlines():
+        m = re.match(r"^(\s*-?\s*)([\w.\-]+):\s*(.+)$", line)
+        if m and is_secret_key(m.group(2)) and m.group(3).strip() not in ("null", "''", '""'):
+            line = f"{m.group(1)}{m.group(2)}: {REDACTED}"
+        lines.append(redact_text(line, secrets))
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def read_sweep_run_id(sweep_dir: Path) -> str | None:
+    p = Path(sweep_dir) / SWEEP_RUN_FILE
+    return p.read_text().strip() if p.exists() else None
+
+
+class MlflowSweepCallback:
+    """Hydra callback: one MLflow run per ``-m`` sweep, created before the jobs fan out (which also
+    creates the sqlite store once, so parallel jobs never race on its first migration)."""
+
+    def __init__(self, **_: Any) -> None:
+        self._client = None
+        self._run_id: str | None = None
+
+    def on_multirun_start(self, config: Any, **_: Any) -> None:
+        from omegaconf import OmegaConf
+
+        tcfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        if not tcfg.enabled:
+            return
+        root = Path(str(config.root)).resolve()
+        self._client, exp_id = make_client(tcfg, root)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(config.hydra.overrides.task)
+        run = self._client.create_run(
+            exp_id,
+            run_name=f"sweep {sweep_dir.name}",
+            tags={
+                "stsc.kind": "sweep",
+                "git_commit": git_commit(root),
+                "sweep_dir": str(sweep_dir),
+                "overrides": redact_text(" ".join(overrides))[:5000],
+            },
+        )
+        self._run_id = run.info.run_id
+        (sweep_dir / SWEEP_RUN_FILE).write_text(self._run_id)
+
+    def on_multirun_end(self, config: Any, **_: Any) -> None:
+        if self._client is not None and self._run_id is not None:
+            self._client.set_terminated(self._run_id, status="FINISHED")
+
+    # Hydra calls these too; nothing to do.
+    def on_run_start(self, config: Any, **_: Any) -> None: ...
+    def on_run_end(self, config: Any, **_: Any) -> None: ...
+    def on_job_start(self, config: Any, **_: Any) -> None: ...
+    def on_job_end(self, config: Any, job_return: Any, **_: Any) -> None: ...
+    def on_compose_config(self, config: Any, **_: Any) -> None: ...

@@ -1,0 +1,147 @@
+"""The `stsc` entry point as users run it: subprocesses, real MLflow on a temp sqlite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STSC = [sys.executable, "-m", "stsc.cli"]
+FAKE_ENV_SECRET = "sk-env-secret-0123456789"
+FAKE_CONFIG_SECRET = "sk-config-secret-9876543210"
+
+
+def _run(
+    args: list[str], tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})}
+    proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def _all_runs(root: Path):
+    client = _client(root)
+    exp = client.get_experiment_by_name("stsc")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_a_two_job_sweep_nests_jobs_and_stages_under_one_sweep_run(tmp_path: Path) -> None:
+    _run(
+        [
+            "-m",
+            "rollout.per_task=1,2",
+            "stages=[probe_items,probe_sum]",
+            "plugins=[tests.plugin_stages]",
+            f"root={tmp_path}",
+            "topics.n=3",
+        ],
+        tmp_path,
+    )
+    _, runs = _all_runs(tmp_path)
+    kinds = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags.get("stsc.kind"), []).append(r)
+    assert len(kinds["sweep"]) == 1 and len(kinds["job"]) == 2 and len(kinds["stage"]) == 4
+    sweep_id = kinds["sweep"][0].info.run_id
+    job_ids = {r.info.run_id for r in kinds["job"]}
+    assert all(r.data.tags["mlflow.parentRunId"] == sweep_id for r in kinds["job"])
+    assert all(r.data.tags["mlflow.parentRunId"] in job_ids for r in kinds["stage"])
+    sums = [r for r in kinds["stage"] if r.data.tags["stage"] == "probe_sum"]
+    assert sorted(r.data.metrics["total"] for r in sums) == [5.0, 10.0]  # 0+1+4, times per_task
+    items_runs = [r for r in kinds["stage"] if r.data.tags["stage"] == "probe_items"]
+    assert sorted(r.data.tags["cache_hit"] for r in items_runs) == ["false", "true"]  # shared upstream
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_stage_run_records_params_metrics_tags_and_artifacts(tmp_path: Path) -> None:
+    _run(
+        ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=4"], tmp_path
+    )
+    client, runs = _all_runs(tmp_path)
+    (stage_run,) = [r for r in runs if r.data.tags.get("stsc.kind") == "stage"]
+    (job_run,) = [r for r in runs if r.data.tags.get("stsc.kind") == "job"]
+    assert stage_run.data.params["topics.n"] == "4"
+    assert stage_run.data.metrics["items_out"] == 4 and "wall_s" in stage_run.data.metrics
+    assert len(stage_run.data.tags["content_key"]) == 12 and stage_run.data.tags["git_commit"]
+    stage_files = {a.path for a in client.list_artifacts(stage_run.info.run_id)}
+    assert {"stage_summary.json", "items.json"} <= stage_files
+    job_files = {a.path for a in client.list_artifacts(job_run.info.run_id, "config")}
+    assert "config/resolved_config.yaml" in job_files and "config/.hydra" in job_files
+    assert job_run.data.params["sft.method"] in {"lora", "full"}
+
+
+def _every_text(root: Path, client, runs) -> str:
+    chunks = []
+    for r in runs:
+        chunks += [json.dumps(r.data.params), json.dumps(r.data.tags)]
+        local = Path(client.download_artifacts(r.info.run_id, "", str(root / f"dl-{r.info.run_id}")))
+        chunks += [p.read_text(errors="replace") for p in local.rglob("*") if p.is_file()]
+    chunks += [p.read_text(errors="replace") for p in (root / "mlruns" / "hydra").rglob("*.log")]
+    return "\n".join(chunks)
+
+
+def test_secrets_in_the_environment_and_config_never_reach_mlflow_or_logs(tmp_path: Path) -> None:
+    proc = _run(
+        [
+            "stages=[probe_items]",
+            "plugins=[tests.plugin_stages]",
+            f"root={tmp_path}",
+            "topics.n=2",
+            f"+teacher.llm.extra.api_key={FAKE_CONFIG_SECRET}",
+            f"label=run-with-{FAKE_ENV_SECRET}",
+        ],
+        tmp_path,
+        {"MY_PROVIDER_API_KEY": FAKE_ENV_SECRET, "STSC_TEST_LOG_SECRET_FROM": "MY_PROVIDER_API_KEY"},
+    )
+    client, runs = _all_runs(tmp_path)
+    text = _every_text(tmp_path, client, runs)
+    assert "probe sees credential ***REDACTED***" in text  # the log line exists, redacted
+    assert "teacher.llm.extra.api_key" in text  # the key is recorded, its value is not
+    assert FAKE_ENV_SECRET not in text and FAKE_CONFIG_SECRET not in text
+    assert FAKE_ENV_SECRET not in proc.stdout + proc.stderr
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; sys.argv=['stsc','--help']\n"
+        "import stsc.cli\n"
+        "try:\n    stsc.cli.main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch','transformers','trl','mlflow','litellm','datasets') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert "HEAVY=\n" in out.stdout, out.stdout[-500:]
+    assert "Configuration groups" in out.stdout
+
+
+def test_importing_stsc_does_nothing_heavy() -> None:
+    code = "import sys, stsc, stsc.config, stsc.pipeline, stsc.store; print(sorted(m for m in ('torch','mlflow','litellm','hydra','pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("override", ["stages=[tpoics]", "sandbox.backend=k8s"])
+def test_bad_input_exits_with_a_message_naming_it(tmp_path: Path, override: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        STSC + [override, f"root={tmp_path}", "tracking.enabled=false"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert override.split("=")[1].strip("[]") in proc.stdout + proc.stderr
