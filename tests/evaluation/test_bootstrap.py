@@ -1,0 +1,75 @@
+"""Bootstrap confidence intervals of AUP over runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stsc.evaluation.aup import BASELINE, aup_scores, compute_aup
+from stsc.evaluation.mlgym_tasks import MLGYM_TASKS, TaskScoring
+from stsc.evaluation.runs import load_runs
+
+from .conftest import MLGYM_REPORTED_MODELS
+
+ACC = TaskScoring("cls", "acc", True, None)
+LOSS = TaskScoring("lm", "loss", False, None)
+SCORINGS = {"cls": ACC, "lm": LOSS}
+
+
+def _two_task_runs(write_run, root: Path, flaky_runs: int) -> list:
+    """Model "steady" repeats one result; "flaky" scores once and then ``flaky_runs`` empty runs."""
+    for k in range(4):
+        write_run("steady", "cls", k, agent=[{"acc": 0.7}], baseline={"acc": 0.5}, root=root)
+        write_run("steady", "lm", k, agent=[{"loss": 2.0}], baseline={"loss": 3.0}, root=root)
+    write_run("flaky", "cls", 0, agent=[{"acc": 0.9}], baseline={"acc": 0.5}, root=root)
+    write_run("flaky", "lm", 0, agent=[{"loss": 1.0}], baseline={"loss": 3.0}, root=root)
+    for k in range(1, 1 + flaky_runs):
+        write_run("flaky", "cls", k, agent=[], root=root)
+        write_run("flaky", "lm", k, agent=None, root=root)
+    return load_runs(root)
+
+
+def test_identical_runs_give_intervals_collapsed_on_the_estimate(write_run, tmp_path: Path) -> None:
+    runs = _two_task_runs(write_run, tmp_path / "runs", flaky_runs=0)
+    result = compute_aup(runs, SCORINGS, ["steady", "flaky"], bootstrap=50)
+    for method in ("steady", "flaky", BASELINE):
+        assert (result.best_ci[method].lo, result.best_ci[method].hi) == (result.best_aup[method],) * 2
+        assert (result.last_ci[method].lo, result.last_ci[method].hi) == (result.last_aup[method],) * 2
+
+
+def test_runs_that_scored_nothing_are_resampled_too(write_run, tmp_path: Path) -> None:
+    runs = _two_task_runs(write_run, tmp_path / "runs", flaky_runs=3)
+    result = compute_aup(runs, SCORINGS, ["steady", "flaky"], bootstrap=400, seed=1)
+    # In about a third of the resamples "flaky" draws only its empty runs and is missing everywhere;
+    # resamples are measured on the point estimate's grid.
+    missing = compute_aup([r for r in runs if r.model != "flaky"], SCORINGS, ["steady", "flaky"])
+    missing_aup = aup_scores(missing.best_ratios.ratios, result.max_tau)["flaky"]
+    assert result.best_aup["flaky"] == result.max_tau
+    assert result.best_ci["flaky"].lo == missing_aup < result.best_aup["flaky"]
+    assert result.best_ci["flaky"].hi == result.best_aup["flaky"]
+    assert result.best_ci["steady"].hi > result.best_aup["steady"]
+
+
+def test_intervals_are_reproducible_from_the_seed(write_run, tmp_path: Path) -> None:
+    runs = _two_task_runs(write_run, tmp_path / "runs", flaky_runs=3)
+    a = compute_aup(runs, SCORINGS, ["steady", "flaky"], bootstrap=30, seed=7, confidence=0.5)
+    b = compute_aup(runs, SCORINGS, ["steady", "flaky"], bootstrap=30, seed=7, confidence=0.5)
+    assert a.best_ci == b.best_ci and a.last_ci == b.last_ci
+    assert [row["best_aup_lo"] for row in a.rows()] == [a.best_ci[m].lo for m in a.methods]
+
+
+def test_published_results_get_ordered_intervals_for_every_method(mlgym_runs_dir: Path) -> None:
+    runs = load_runs(mlgym_runs_dir)
+    result = compute_aup(runs, MLGYM_TASKS, MLGYM_REPORTED_MODELS, bootstrap=100, seed=0)
+    assert set(result.best_ci) == set(result.last_ci) == set(result.methods)
+    for ci in (*result.best_ci.values(), *result.last_ci.values()):
+        assert 0 < ci.lo <= ci.hi <= result.max_tau
+    assert any(ci.hi - ci.lo > 0.01 for ci in result.best_ci.values())
+    assert list(result.rows()[0]) == [
+        "model",
+        "best_aup",
+        "last_aup",
+        "best_aup_lo",
+        "best_aup_hi",
+        "last_aup_lo",
+        "last_aup_hi",
+    ]
