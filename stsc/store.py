@@ -7,6 +7,7 @@ a resumed stage what is already done. A stage folder is complete once ``_SUCCESS
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@functools.cache
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -1,0 +1,212 @@
+"""The dry-run plan: which stages run (or are cached), how many items, model calls, tokens and USD.
+
+Counts follow the config; the per-call token sizes and stage yields below are planning assumptions
+(from the paper where it reports them: ~50% of topics become tasks, ~60% of trajectories are kept),
+stated in the printed plan so nobody mistakes them for measurements.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from stsc.config import LLMConfig, PolicyConfig, RootConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    verified_fraction: float = 0.7  # proposals whose dataset passes the Hub checks
+    accepted_fraction: float = (
+        0.7  # generated tasks surviving self-debug (paper: ~500 of ~1000 topics overall)
+    )
+    fix_rounds_mean: float = 1.5  # self-debug rounds per generated task
+    steps_per_episode_mean: float = 0.8  # fraction of agent.max_steps an episode uses on average
+    prompt_tokens_per_step: int = 12_000  # processed history the agent sends each step
+    completion_tokens_per_step: int = 600
+    topic_call: tuple[int, int] = (600, 1_500)  # (prompt, completion) tokens per call
+    propose_call: tuple[int, int] = (1_500, 800)
+    generate_call: tuple[int, int] = (4_000, 6_000)
+    fix_call: tuple[int, int] = (8_000, 4_000)
+    kept_fraction: float = 0.6  # paper: ~34k of 56k trajectories kept
+    sft_tokens_per_example: int = 20_000
+
+
+@dataclass
+class StagePlan:
+    name: str
+    cached: bool
+    items: int
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float | None = 0.0
+    model: str = ""
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    stages: list[StagePlan] = field(default_factory=list)
+    assumptions: Assumptions = field(default_factory=Assumptions)
+
+    @property
+    def total_usd(self) -> float | None:
+        costs = [s.usd for s in self.stages if not s.cached and s.usd is not None]
+        unknown = any(s.usd is None for s in self.stages if not s.cached)
+        return None if unknown else sum(costs)
+
+
+def _usd(llm: LLMConfig, prompt: int, completion: int) -> float | None:
+    if llm.input_cost_per_token is not None and llm.output_cost_per_token is not None:
+        return prompt * llm.input_cost_per_token + completion * llm.output_cost_per_token
+    try:
+        import litellm
+
+        p, c = litellm.cost_per_token(model=llm.model, prompt_tokens=prompt, completion_tokens=completion)
+        return p + c
+    except Exception:  # litellm raises a bare Exception for models missing from its price map
+        log.info("no price known for %s; set input/output_cost_per_token to estimate it", llm.model)
+        return None
+
+
+def _llm_stage(
+    name: str, llm: LLMConfig, calls: float, sizes: tuple[int, int], items: int, note: str
+) -> StagePlan:
+    calls_i = int(math.ceil(calls))
+    prompt, completion = calls_i * sizes[0], calls_i * sizes[1]
+    return StagePlan(
+        name, False, items, calls_i, prompt, completion, _usd(llm, prompt, completion), llm.model, note
+    )
+
+
+def _policy_stage(
+    name: str, policy: PolicyConfig, episodes: int, steps: float, a: Assumptions, note: str
+) -> StagePlan:
+    if policy.kind != "llm":
+        return StagePlan(name, False, episodes, note=f"{note}; policy '{policy.name}' makes no API calls")
+    calls = int(episodes * steps)
+    prompt, completion = calls * a.prompt_tokens_per_step, calls * a.completion_tokens_per_step
+    return StagePlan(
+        name,
+        False,
+        episodes,
+        calls,
+        prompt,
+        completion,
+        _usd(policy.llm, prompt, completion),
+        policy.llm.model,
+        note,
+    )
+
+
+def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
+    """Estimate every selected stage; stages whose output is already in the store are marked cached."""
+    from stsc.pipeline import compute_keys, is_complete, select_stages, stage_dir
+
+    a = a or Assumptions()
+    keys = compute_keys(cfg)
+    n_topics = cfg.topics.n
+    n_props = n_topics
+    n_verified = int(n_props * a.verified_fraction) if cfg.hub.kind == "huggingface" else n_props
+    n_generated = n_verified * (cfg.generator.tasks_per_dataset if cfg.generator.kind == "template" else 1)
+    n_tasks = int(n_generated * a.accepted_fraction)
+    n_train = int(n_tasks * (1 - cfg.split.heldout_fraction) * cfg.curate.task_fraction)
+    if cfg.rollout.max_tasks is not None:
+        n_train = min(n_train, cfg.rollout.max_tasks)
+    n_heldout = n_tasks - int(n_tasks * (1 - cfg.split.heldout_fraction))
+    episodes = n_train * cfg.rollout.per_task
+    steps = cfg.agent.max_steps * a.steps_per_episode_mean
+    n_models = len(cfg.eval.models) + int(cfg.eval.include_base_student) + int(cfg.eval.include_sft_student)
+    eval_episodes = n_models * (n_heldout if cfg.eval.suite == "library" else 13) * cfg.eval.runs_per_task
+    plans = {
+        "topics": _llm_stage(
+            "topics",
+            cfg.topics.llm,
+            max(0, n_topics - len(cfg.topics.seeds)) / 20 if cfg.topics.expand_with_llm else 0,
+            a.topic_call,
+            n_topics,
+            "20 topics per call",
+        ),
+        "propose": _llm_stage(
+            "propose",
+            cfg.propose.llm,
+            n_topics if cfg.propose.kind == "llm" else 0,
+            a.propose_call,
+            n_props,
+            f"propose.kind={cfg.propose.kind}",
+        ),
+        "verify": StagePlan(
+            "verify",
+            False,
+            n_verified,
+            note=f"hub={cfg.hub.kind}; ~{n_props * cfg.propose.max_candidates} lookups",
+        ),
+        "generate": _llm_stage(
+            "generate",
+            cfg.generator.llm,
+            n_verified if cfg.generator.kind == "llm" else 0,
+            a.generate_call,
+            n_generated,
+            f"generator={cfg.generator.kind}",
+        ),
+        "validate": _llm_stage(
+            "validate",
+            cfg.generator.llm,
+            n_generated * a.fix_rounds_mean if cfg.generator.kind == "llm" and cfg.validate.self_debug else 0,
+            a.fix_call,
+            n_tasks,
+            f"max_rounds={cfg.validate.max_rounds}",
+        ),
+        "rollout": _policy_stage(
+            "rollout",
+            cfg.teacher,
+            episodes,
+            steps,
+            a,
+            f"{n_train} training tasks x {cfg.rollout.per_task} trajectories",
+        ),
+        "curate": StagePlan(
+            "curate", False, int(episodes * a.kept_fraction), note=f"<= {cfg.curate.max_total_tokens} tokens"
+        ),
+        "sft": StagePlan(
+            "sft",
+            False,
+            int(episodes * a.kept_fraction),
+            note=f"~{int(episodes * a.kept_fraction * a.sft_tokens_per_example / 1e6)}M tokens x "
+            f"{cfg.sft.num_train_epochs} epochs; {cfg.student.name}, {cfg.sft.method}",
+        ),
+        "evaluate": StagePlan(
+            "evaluate",
+            False,
+            eval_episodes,
+            note=f"{n_models} models x {cfg.eval.runs_per_task} runs, suite={cfg.eval.suite}",
+        ),
+        "report": StagePlan("report", False, 1),
+    }
+    plan = Plan(assumptions=a)
+    for name in select_stages(list(cfg.stages)):
+        sp = plans.get(name) or StagePlan(name, False, 0, note="plugin stage")
+        sp.cached = is_complete(stage_dir(cfg.store_path, name, keys[name])) and name not in cfg.force
+        plan.stages.append(sp)
+    return plan
+
+
+def format_plan(plan: Plan) -> str:
+    header = f"{'stage':<9} {'status':<7} {'items':>8} {'calls':>10} {'tokens in':>14} {'tokens out':>12} {'USD':>11}  model / note"
+    lines = ["Dry run: nothing will be executed.", "", header, "-" * len(header)]
+    for s in plan.stages:
+        usd = "unknown" if s.usd is None else f"{s.usd:,.2f}"
+        status = "cached" if s.cached else "run"
+        what = " ".join(x for x in (s.model, f"({s.note})" if s.note else "") if x)
+        lines.append(
+            f"{s.name:<9} {status:<7} {s.items:>8,} {s.calls:>10,} {s.prompt_tokens:>14,} "
+            f"{s.completion_tokens:>12,} {usd:>11}  {what}"
+        )
+    total = plan.total_usd
+    lines.append("-" * len(header))
+    lines.append(f"estimated total: {'unknown (some prices missing)' if total is None else f'${total:,.2f}'}")
+    lines.append(f"assumptions: {plan.assumptions}")
+    return "\n".join(lines)
