@@ -68,3 +68,22 @@ class UnusableDatasetError(StscError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class EpisodeInfraError(StscError):
+    """An episode stopped because infrastructure failed (the sandbox or the model provider), not
+    because of anything the agent did. Its run folder holds the partial trajectory but no
+    ``stsc.json``, so running the episode again starts it afresh; ``run_dir`` names the folder."""
+
+    def __init__(self, message: str, run_dir: str = ""):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+class UnusableTrajectoryError(StscError):
+    """A run folder cannot become an SFT example (unfinished, unreadable, or rejected by a curation
+    filter). ``reason`` is the drop reason recorded in the curate funnel."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason

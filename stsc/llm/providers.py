@@ -1,0 +1,143 @@
+"""What litellm's providers need and how their failures are judged: keys, loopback, error classes."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from enum import Enum
+from typing import Any
+from urllib.parse import urlparse
+
+from stsc.config import LLMConfig
+from stsc.errors import ConfigError, MissingAPIKeyError
+
+# Provider prefix -> the environment variable litellm reads its key from.
+PROVIDER_KEY_ENV: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "text-completion-openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "fireworks_ai": "FIREWORKS_AI_API_KEY",
+    "xai": "XAI_API_KEY",
+    "cohere": "COHERE_API_KEY",
+    "perplexity": "PERPLEXITYAI_API_KEY",
+    "deepinfra": "DEEPINFRA_API_KEY",
+    "cerebras": "CEREBRAS_API_KEY",
+    "azure": "AZURE_API_KEY",
+}
+# Sent to loopback servers that ignore authentication (the OpenAI SDK refuses an empty key).
+LOOPBACK_PLACEHOLDER_KEY = "no-key"
+
+
+class Failure(Enum):
+    """How a provider error is handled."""
+
+    RETRY = "retry"  # rate limit, timeout, 5xx, connection error
+    CONTEXT = "context"  # the prompt exceeds the context window
+    FATAL = "fatal"  # bad request, authentication, not found, ...
+
+
+def load_litellm() -> Any:
+    """Import litellm (seconds, so only when a call needs it) with its help banners off."""
+    import litellm
+
+    litellm.suppress_debug_info = True  # otherwise litellm prints a banner on stdout for every error
+    return litellm
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """True for ``http://localhost...``, ``127.x.x.x`` and ``[::1]`` URLs."""
+    host = urlparse(url).hostname if url else None
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def provider_of(model: str) -> str:
+    """The litellm provider of ``model``; raises ConfigError when litellm cannot tell."""
+    if "/" in model:
+        return model.split("/", 1)[0]
+    try:
+        return str(load_litellm().get_llm_provider(model)[1])
+    except Exception as exc:  # litellm raises its BadRequestError for unknown names
+        raise ConfigError(
+            f"llm.model={model!r} names no provider; write it as '<provider>/<model>', "
+            f"e.g. 'openai/{model}', 'anthropic/{model}' or 'hosted_vllm/{model}'"
+        ) from exc
+
+
+def resolve_api_key(cfg: LLMConfig) -> str | None:
+    """The key to pass for ``cfg``; None lets litellm find credentials itself.
+
+    ``cfg.api_key_env`` names a variable that must be set. Otherwise providers listed in
+    ``PROVIDER_KEY_ENV`` need their standard variable, except behind a loopback ``api_base``
+    (a local server gets ``LOOPBACK_PLACEHOLDER_KEY``). Other providers (``hosted_vllm``,
+    ``ollama``, cloud credential chains) and litellm's mock mode need nothing here.
+    Raises MissingAPIKeyError naming the variable to export; ConfigError for a provider-less model.
+    """
+    if "mock_response" in cfg.extra:
+        return None
+    if cfg.api_key_env:
+        value = os.environ.get(cfg.api_key_env)
+        if not value:
+            raise MissingAPIKeyError(
+                f"model {cfg.model!r} reads its API key from env var {cfg.api_key_env} "
+                f"(llm.api_key_env), which is not set; export {cfg.api_key_env}=<key>"
+            )
+        return value
+    env = PROVIDER_KEY_ENV.get(provider_of(cfg.model))
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if value:
+        return value
+    if is_loopback_url(cfg.api_base):
+        return LOOPBACK_PLACEHOLDER_KEY
+    raise MissingAPIKeyError(
+        f"model {cfg.model!r} needs an API key in env var {env}, which is not set; export "
+        f"{env}=<key>, or set llm.api_key_env to the variable holding it"
+    )
+
+
+def classify_failure(exc: BaseException) -> Failure | None:
+    """How to handle a provider error; None for anything that is not one (to be re-raised)."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return Failure.RETRY
+    import openai
+
+    if not isinstance(exc, openai.OpenAIError):
+        return None
+    litellm = load_litellm()
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return Failure.CONTEXT
+    if isinstance(exc, openai.APIConnectionError | litellm.RateLimitError | litellm.InternalServerError):
+        return Failure.RETRY  # openai.APIConnectionError covers timeouts
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
+        return Failure.RETRY
+    return Failure.FATAL
+
+
+def retry_after_s(exc: BaseException) -> float:
+    """The ``Retry-After`` seconds of an HTTP error response, or 0.0."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return max(0.0, float(headers.get("retry-after", 0)))
+    except (TypeError, ValueError):  # an HTTP date instead of seconds
+        return 0.0
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
+    return text.replace(secret, "***") if secret and len(secret) >= 4 else text
