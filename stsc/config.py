@@ -61,6 +61,9 @@ class TopicsConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompt: str = "topics_expand"  # template name under conf/prompts/
     dedup_threshold: float = 0.8  # token-set Jaccard above which two titles are duplicates
+    batch_size: int = 10  # topics asked per model call
+    max_llm_calls: int = 20  # cap on expansion calls (each retry of malformed output counts)
+    max_attempts: int = 3  # re-asks of one batch whose output is malformed before it is dropped
 
 
 @dataclass
@@ -119,6 +122,8 @@ class DatasetFilterConfig:
     decontaminate: bool = True  # reject the 13 MLGym tasks' datasets and near-duplicates
     blocklist: list[str] = field(default_factory=list)  # extra ids to reject
     near_duplicate_threshold: float = 0.5  # name-token Jaccard against the MLGym datasets
+    max_accepted_per_proposal: int = 1  # candidates are alternatives: once this many passed, the
+    # rest of a proposal's candidates are not checked (0 = check and record every candidate)
 
 
 @dataclass
@@ -158,23 +163,26 @@ class ValidateConfig:
 
 @dataclass
 class SandboxConfig:
-    """Where untrusted code runs. Limits apply to every command."""
+    """Where untrusted code runs (``stsc.sandbox``). Limits apply to every command."""
 
     backend: str = "local"  # "local" | "docker"
-    memory_mb: int = 4096
-    cpus: float = 1.0
-    pids_limit: int = 256
-    nofile: int = 1024
-    cpu_time_s: int | None = None  # local backend: RLIMIT_CPU per command; None = no limit
-    output_limit_bytes: int = 1_000_000  # per stream per command
+    memory_mb: int = 4096  # docker: cgroup memory (no swap); local: RLIMIT_AS per process, MiB
+    cpus: float = 1.0  # docker: CPU quota; both: thread count of BLAS/OpenMP inside (OMP_NUM_THREADS)
+    pids_limit: int = 256  # docker: pids cgroup; local: RLIMIT_NPROC above the sandbox user's count
+    nofile: int = 1024  # open files per process (RLIMIT_NOFILE)
+    cpu_time_s: int | None = None  # local backend: RLIMIT_CPU per command, s; None = no limit
+    output_limit_bytes: int = 1_000_000  # per stream per command; the rest is discarded
     network: bool = False  # tasks that must reach the Hub can enable it
     isolation: str = "auto"  # local backend: "auto" (bwrap if present) | "bwrap" | "none"
     image: str = "stsc-task:latest"  # docker backend image, built by `python -m stsc.sandbox.image`
-    user: str = "1000:1000"  # docker backend user (non-root)
+    user: str = "1000:1000"  # uid:gid commands run as: docker always; local when stsc runs as root
     gpus: str | None = None  # docker backend: "all" or "0,1"; None = no GPU
     env_allowlist: list[str] = field(
         default_factory=lambda: ["PATH", "LANG", "LC_ALL", "TZ", "PYTHONHASHSEED"]
-    )
+    )  # host variables passed in (glob patterns allowed); names that look secret never pass
+    python: str | None = None  # local: the interpreter `python` runs; None = the running one
+    workdir: str | None = None  # host folder holding sandbox folders; None = the system temp dir
+    docker_host: str | None = None  # docker engine URL; None = DOCKER_HOST or the local socket
 
 
 @dataclass
@@ -248,17 +256,21 @@ class SplitConfig:
 
 @dataclass
 class RolloutConfig:
-    """Teacher trajectory collection (paper step 6)."""
+    """Teacher trajectory collection (paper step 6). An episode holds its sandbox from start to
+    end, so at most ``min(concurrency, sandbox_concurrency)`` episodes run at once."""
 
     per_task: int = 2  # trajectories per training task
     concurrency: int = 4  # episodes at once
-    llm_concurrency: int = 16  # model calls in flight across episodes
+    llm_concurrency: int = 16  # model calls in flight across episodes (replaces teacher.llm.concurrency)
     sandbox_concurrency: int = 4  # sandboxes alive at once
     max_infra_retries: int = 3  # retries of an episode after infrastructure failure
-    budget_usd: float | None = None  # global
-    per_task_budget_usd: float | None = None
+    budget_usd: float | None = None  # USD for the whole stage (resumed runs included); None = unlimited
+    per_task_budget_usd: float | None = None  # USD per training task; None = unlimited
     max_tasks: int | None = None  # cap on training tasks used (None = all)
     trace: bool = False  # MLflow tracing of model calls
+    infra_backoff_s: float = 5.0  # wait before the first retry after an infrastructure failure; doubles
+    progress_interval_s: float = 30.0  # seconds between progress log lines when stderr is not a terminal
+    bundles: bool = True  # write one .tar.gz of run folders per task and log it as a stage artifact
 
 
 @dataclass
@@ -276,6 +288,7 @@ class CurateConfig:
     thinking: str = "keep"  # "keep" | "strip" <think> blocks
     task_fraction: float = 1.0  # fraction of training tasks kept (scaling sweeps)
     seed: int = 0
+    concurrency: int = 0  # processes converting runs; 0 = one per CPU (small inputs use one)
 
 
 @dataclass
@@ -335,7 +348,7 @@ class SFTConfig:
     logging_steps: int = 1
     save_steps: int = 500  # optimizer steps between checkpoints under <stage>/checkpoints (resume point)
     save_total_limit: int = 2  # checkpoints kept; older ones are deleted
-    seed: int = 0  # trainer, data order and LoRA initialisation
+    seed: int = 0  # with the run seed, seeds LoRA initialisation, data order and dropout
     launcher: str = "none"  # "none" (this process) | "accelerate"
     num_processes: int = 1  # accelerate: processes (GPUs) on this machine
     distributed: str = "none"  # "none" (DDP under accelerate) | "zero3" | "fsdp2"

@@ -45,8 +45,13 @@ KEY_EXCLUDE_NAMES = frozenset(
         "trace",
         "catalog_dir",
         "endpoint",
-        "timeout_s_call",
         "cache",
+        "workdir",
+        "docker_host",
+        "infra_backoff_s",
+        "progress_interval_s",
+        "bundles",
+        "max_infra_retries",
     }
 )
 
