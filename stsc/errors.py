@@ -87,3 +87,8 @@ class UnusableTrajectoryError(StscError):
     def __init__(self, reason: str, message: str = ""):
         super().__init__(f"{reason}: {message}" if message else reason)
         self.reason = reason
+
+
+class SandboxPathError(StscError):
+    """A sandbox ``put``/``get`` path the sandbox user cannot use (missing, unreadable, read-only,
+    outside what the sandbox shows). The caller's mistake, not an infrastructure failure."""

@@ -121,7 +121,7 @@ _PAPER_GRAPH = (
         ("propose", "hub.kind", "hub.catalog_sources"),
     ),
     StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter")),
-    StageSpec("generate", "stsc.synth.generate:run_generate", ("verify",), ("generator",)),
+    StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",)),
     StageSpec("validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm")),
     StageSpec("rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split")),
     StageSpec(

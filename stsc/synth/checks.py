@@ -1,0 +1,323 @@
+"""Running a task and judging it: data build, baseline, evaluation and the acceptance gates.
+
+``check_task(folder, cfg, factory)`` runs a task folder in sandboxes and returns a ``CheckResult``
+whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
+
+- ``gate_json_output``: evaluate.py prints exactly one line, a JSON object with the priority metric,
+  and nothing on stderr;
+- ``gate_baseline_finite``: the baseline's score is a finite number;
+- ``gate_beatable``: the baseline is not already at the metric's optimum (``meta.metric_bounds``);
+- ``gate_exploit_probes``: evaluate.py refuses to score without ``$STSC_PRIVATE_DIR`` and refuses a
+  submission missing rows; the sample submission and a constant prediction do not beat the baseline;
+- ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
+- ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``.
+
+A failing command is a ``Failure`` (what step failed, the message, exit code, output tails and the
+workspace listing: what a person or the fixing model needs). Sandbox infrastructure errors
+(``SandboxError``) propagate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from stsc.config import ValidateConfig
+from stsc.errors import EvaluationError, TaskFormatError
+from stsc.sandbox.base import ExecResult, Sandbox, SandboxFactory
+from stsc.synth.leaks import find_label_leaks
+from stsc.synth.task import BUILD, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
+
+TAIL_CHARS = 3000
+PREPARE_OUTPUTS = (f"{WORKSPACE}/data", f"{WORKSPACE}/sample_submission.csv", PRIVATE)
+LISTING_CMD = "find . -maxdepth 3 -not -path '*/.*' -not -path '*/__pycache__*' | sort | head -n 200"
+
+
+class Step(StrEnum):
+    """Where a task failed; also its drop reason in the validate funnel."""
+
+    SHAPE = "shape"
+    PREPARE = "prepare"
+    BASELINE = "baseline"
+    EVALUATE = "evaluate"
+    JSON_OUTPUT = "gate:json_output"
+    BASELINE_FINITE = "gate:baseline_finite"
+    BEATABLE = "gate:beatable"
+    EXPLOIT = "gate:exploit_probes"
+    NO_LEAK = "gate:no_leak"
+    RUNTIME = "gate:runtime"
+
+
+@dataclass(frozen=True)
+class Failure:
+    step: Step
+    message: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    listing: str = ""
+
+    def report(self) -> str:
+        """Plain-text account for logs and for the fixing model."""
+        parts = [f"step: {self.step.value}", f"problem: {self.message}"]
+        if self.exit_code is not None:
+            parts.append(f"exit code: {self.exit_code}")
+        for name, text in (
+            ("stdout (tail)", self.stdout),
+            ("stderr (tail)", self.stderr),
+            ("files", self.listing),
+        ):
+            if text.strip():
+                parts.append(f"{name}:\n{text.rstrip()}")
+        return "\n".join(parts)
+
+
+@dataclass
+class CheckResult:
+    failure: Failure | None
+    metrics: dict[str, float] = field(default_factory=dict)  # the baseline's evaluation output
+    baseline_score: float | None = None
+    runtime_s: float = 0.0
+    probes: dict[str, float | str] = field(default_factory=dict)
+
+
+def tail(text: str, n: int = TAIL_CHARS) -> str:
+    return text if len(text) <= n else "[...]\n" + text[-n:]
+
+
+def _failure(step: Step, message: str, result: ExecResult | None = None, listing: str = "") -> Failure:
+    if result is None:
+        return Failure(step, message, listing=listing)
+    return Failure(step, message, result.exit_code, tail(result.stdout), tail(result.stderr), listing)
+
+
+def parse_metrics(result: ExecResult, metric: str, strict: bool = True) -> dict[str, float]:
+    """The metric dict printed by evaluate.py. ``strict``: stdout is exactly one JSON object line
+    and stderr is empty (MLGym parses the whole output); otherwise the first line starting with
+    ``{`` is used. Raises ``EvaluationError`` saying what was expected."""
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    if strict:
+        if len(lines) != 1 or result.stderr.strip():
+            raise EvaluationError(
+                f"evaluate.py must print exactly one line (a JSON object) and nothing on stderr; "
+                f"got {len(lines)} stdout line(s) and {len(result.stderr.strip())} characters on stderr"
+            )
+        candidates = lines
+    else:
+        candidates = [line for line in lines if line.lstrip().startswith("{")][:1]
+    try:
+        data = json.loads(candidates[0]) if candidates else None
+    except json.JSONDecodeError as e:
+        raise EvaluationError(f"evaluate.py output is not JSON ({e}): {candidates[0][:200]!r}") from e
+    if not isinstance(data, dict):
+        raise EvaluationError(
+            f"evaluate.py must print a JSON object like {{{metric!r}: 0.5}}; got {lines[:1]!r}"
+        )
+    value = data.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EvaluationError(f"evaluate.py output {data!r} has no numeric value for the metric {metric!r}")
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def _listing(sandbox: Sandbox) -> str:
+    return tail(sandbox.exec(LISTING_CMD, timeout=30).stdout, 4000)
+
+
+def build_data(folder: Path, factory: SandboxFactory, timeout: float, label: str) -> Failure | None:
+    """Run ``build/prepare.py`` in a sandbox over ``build/`` and copy what it wrote (workspace data,
+    sample submission, private labels) into ``folder``, replacing earlier outputs."""
+    with factory.start(folder / BUILD, label) as sandbox:
+        result = sandbox.exec("python prepare.py", timeout=timeout)
+        if not result.ok:
+            why = "timed out" if result.timed_out else "failed"
+            return _failure(Step.PREPARE, f"`python prepare.py` {why}", result, _listing(sandbox))
+        missing = [p for p in PREPARE_OUTPUTS if not sandbox.exec(f"test -e {p}", timeout=30).ok]
+        if missing:
+            return _failure(Step.PREPARE, f"prepare.py did not write {missing}", result, _listing(sandbox))
+        for rel in PREPARE_OUTPUTS:
+            target = folder / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            target.unlink(missing_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sandbox.get(rel, target)
+    return None
+
+
+def _evaluate(sandbox: Sandbox, task: Task, submission: str, timeout: float) -> ExecResult:
+    return sandbox.evaluate(
+        f"python {task.config.evaluation_paths[0]} --submission_file {submission}", task.private, timeout
+    )
+
+
+def check_task(folder: Path, cfg: ValidateConfig, factory: SandboxFactory, label: str) -> CheckResult:
+    """Build (if needed), shape-check, run and gate the task in ``folder`` (see module doc)."""
+    folder = Path(folder)
+    if (folder / BUILD / "prepare.py").is_file():
+        failure = build_data(folder, factory, cfg.timeout_s, label)
+        if failure is not None:
+            return CheckResult(failure)
+    problems = check_task_folder(folder, require_data=True, require_score=False)
+    if problems:
+        return CheckResult(
+            Failure(Step.SHAPE, "the task folder breaks the task contract: " + "; ".join(problems))
+        )
+    try:
+        task = load_task(folder)
+    except TaskFormatError as e:
+        return CheckResult(Failure(Step.SHAPE, str(e)))
+    if cfg.gate_no_leak:
+        leaks = find_label_leaks(task.workspace, task.private)
+        if leaks:
+            return CheckResult(
+                Failure(Step.NO_LEAK, "the workspace reveals test labels: " + "; ".join(leaks[:5]))
+            )
+    with factory.start(task.workspace, label) as sandbox:
+        return _run_gates(task, sandbox, cfg)
+
+
+def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult:
+    timeout = cfg.timeout_s
+    baseline = sandbox.exec(f"python {task.config.baseline_paths[0]}", timeout=timeout)
+    if not baseline.ok:
+        why = "timed out" if baseline.timed_out else "failed"
+        return CheckResult(
+            _failure(
+                Step.BASELINE, f"`python {task.config.baseline_paths[0]}` {why}", baseline, _listing(sandbox)
+            )
+        )
+    if not sandbox.exec("test -f submission.csv", timeout=30).ok:
+        return CheckResult(
+            _failure(Step.BASELINE, "the baseline did not write submission.csv", baseline, _listing(sandbox))
+        )
+    scored = _evaluate(sandbox, task, "submission.csv", timeout)
+    if not scored.ok:
+        return CheckResult(
+            _failure(
+                Step.EVALUATE,
+                "evaluate.py failed on the baseline's submission.csv",
+                scored,
+                _listing(sandbox),
+            )
+        )
+    try:
+        metrics = parse_metrics(scored, task.meta.metric, strict=cfg.gate_json_output)
+    except EvaluationError as e:
+        return CheckResult(_failure(Step.JSON_OUTPUT, str(e), scored))
+    score = metrics[task.meta.metric]
+    result = CheckResult(None, metrics, score, baseline.duration_s + scored.duration_s)
+    if cfg.gate_baseline_finite and not math.isfinite(score):
+        result.failure = Failure(
+            Step.BASELINE_FINITE, f"the baseline scores {task.meta.metric}={score}, not a finite number"
+        )
+    elif cfg.gate_beatable and task.meta.at_optimum(score):
+        result.failure = Failure(
+            Step.BEATABLE,
+            f"the baseline already reaches the optimum of {task.meta.metric} ({score}, bounds "
+            f"{task.meta.metric_bounds}); the task leaves nothing to improve",
+        )
+    elif cfg.gate_exploit_probes:
+        result.failure = _exploit_probes(task, sandbox, score, timeout, result.probes)
+    if result.failure is None and cfg.gate_runtime and result.runtime_s > task.config.training_timeout:
+        result.failure = Failure(
+            Step.RUNTIME,
+            f"baseline plus evaluation took {result.runtime_s:.1f}s, over training_timeout={task.config.training_timeout}s",
+        )
+    return result
+
+
+def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
+    """Probe files built from the sample submission: ``constant`` (one value per prediction column:
+    the training mode/mean of the target, else the sample's first value) and ``partial`` (the first
+    half of the rows)."""
+    import pandas as pd
+
+    sample = pd.read_csv(task.path / task.config.sample_submission)
+    train_path = task.workspace / "data" / "train.csv"
+    train = pd.read_csv(train_path) if train_path.is_file() else None
+    constant = sample.copy()
+    for column in sample.columns[1:]:
+        value = sample[column].iloc[0] if len(sample) else 0
+        if column == task.meta.target and train is not None and column in train.columns:
+            labels = train[column].dropna()
+            if len(labels):
+                value = labels.mode().iloc[0] if task.meta.task_type != "regression" else float(labels.mean())
+        constant[column] = value
+    out = {"constant": out_dir / "probe_constant.csv", "partial": out_dir / "probe_partial.csv"}
+    constant.to_csv(out["constant"], index=False)
+    sample.iloc[: len(sample) // 2].to_csv(out["partial"], index=False)
+    return out
+
+
+def _exploit_probes(
+    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
+) -> Failure | None:
+    """Refusals first (no labels, missing rows), then trivial submissions against the baseline."""
+    unprivileged = sandbox.exec(
+        f"python {task.config.evaluation_paths[0]} --submission_file submission.csv", timeout=timeout
+    )
+    if unprivileged.ok:
+        return _failure(
+            Step.EXPLOIT,
+            "evaluate.py scored a submission without $STSC_PRIVATE_DIR; it must read the labels only from there",
+            unprivileged,
+        )
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        try:
+            files = probe_submissions(task, Path(tmp))
+        except (ValueError, UnicodeDecodeError) as e:
+            return Failure(
+                Step.SHAPE, f"sample_submission.csv or data/train.csv is not a readable CSV file: {e}"
+            )
+        for path in files.values():
+            sandbox.put(path, path.name)
+        partial = _evaluate(sandbox, task, files["partial"].name, timeout)
+        if partial.ok:
+            return _failure(
+                Step.EXPLOIT,
+                "evaluate.py accepted a submission missing half of the test ids; it must exit non-zero",
+                partial,
+            )
+        probes = {
+            "sample_submission": task.config.sample_submission.removeprefix(f"{WORKSPACE}/"),
+            "constant": files["constant"].name,
+        }
+        for name, rel in probes.items():
+            failure = _trivial_probe(task, sandbox, name, rel, baseline, timeout, seen)
+            if failure is not None:
+                return failure
+    return None
+
+
+def _trivial_probe(
+    task: Task, sandbox: Sandbox, name: str, rel: str, baseline: float, timeout: float, seen: dict
+) -> Failure | None:
+    run = _evaluate(sandbox, task, rel, timeout)
+    if name == "sample_submission" and not run.ok:
+        return _failure(
+            Step.EVALUATE,
+            "evaluate.py rejects sample_submission.csv; the sample must be a valid submission",
+            run,
+        )
+    try:
+        seen[name] = (
+            parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else "rejected"
+        )
+    except EvaluationError as e:
+        seen[name] = f"unparsed: {e}"
+    value = seen[name]
+    if isinstance(value, float) and task.meta.is_better(value, baseline):
+        return Failure(
+            Step.EXPLOIT,
+            f"the {name} probe scores {task.meta.metric}={value}, better than the baseline's {baseline}; "
+            "a trivial submission must not beat the baseline",
+        )
+    return None

@@ -1,0 +1,126 @@
+"""Score a submission of this task.
+
+Usage: python evaluate.py --submission_file submission.csv
+
+Prints exactly one line, a JSON object holding the task's metric, and nothing else. The held-out
+labels are read from the folder named by the STSC_PRIVATE_DIR environment variable (the scoring
+step provides it). The submission must hold the id column and the target column, with exactly one
+row per test id; otherwise the script exits non-zero and says what is wrong.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+SPEC = {"id_column": "id", "target": "target", "task_type": "classification", "metric": "accuracy"}
+ANSWERS_FILE = "answers.csv"
+
+
+def fail(message):
+    sys.stderr.write(f"evaluate.py: {message}\n")
+    sys.exit(1)
+
+
+def read_rows(path, what):
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        fail(f"cannot read the {what} {path}: {e}")
+    for column in (SPEC["id_column"], SPEC["target"]):
+        if column not in header:
+            fail(f"the {what} {path} has no column '{column}' (columns: {header})")
+    return rows
+
+
+def by_id(rows, what):
+    out = {}
+    for row in rows:
+        key = row[SPEC["id_column"]].strip()
+        if key in out:
+            fail(f"the {what} repeats {SPEC['id_column']} {key!r}; give exactly one row per id")
+        out[key] = row[SPEC["target"]]
+    return out
+
+
+def label(value):
+    value = (value or "").strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if math.isfinite(number) and number == int(number) else value
+
+
+def number(value, key):
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        fail(f"prediction for id {key!r} is {value!r}, not a number")
+    if not math.isfinite(x):
+        fail(f"prediction for id {key!r} is {value!r}; predictions must be finite numbers")
+    return x
+
+
+def classification_score(y_true, y_pred, metric):
+    if metric == "accuracy":
+        return sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(y_true)
+    classes = sorted(set(y_true) | set(y_pred)) if metric == "macro_f1" else sorted(set(y_true))
+    scores = []
+    for c in classes:
+        tp = sum(t == c and p == c for t, p in zip(y_true, y_pred, strict=True))
+        fp = sum(t != c and p == c for t, p in zip(y_true, y_pred, strict=True))
+        fn = sum(t == c and p != c for t, p in zip(y_true, y_pred, strict=True))
+        if metric == "macro_f1":
+            scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+        else:
+            scores.append(tp / (tp + fn) if tp + fn else 0.0)
+    return sum(scores) / len(scores)
+
+
+def regression_score(y_true, y_pred, metric):
+    errors = [p - t for t, p in zip(y_true, y_pred, strict=True)]
+    if metric == "rmse":
+        return math.sqrt(sum(e * e for e in errors) / len(errors))
+    if metric == "mae":
+        return sum(abs(e) for e in errors) / len(errors)
+    mean = sum(y_true) / len(y_true)
+    total = sum((t - mean) ** 2 for t in y_true)
+    residual = sum(e * e for e in errors)
+    return 1.0 - residual / total if total > 0 else 0.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Score a submission file.")
+    parser.add_argument("--submission_file", default="submission.csv")
+    args = parser.parse_args()
+    private_dir = os.environ.get("STSC_PRIVATE_DIR")
+    if not private_dir:
+        fail("STSC_PRIVATE_DIR is not set; the held-out labels are only available to the scoring step")
+    truth = by_id(read_rows(os.path.join(private_dir, ANSWERS_FILE), "answer file"), "answer file")
+    submitted = by_id(read_rows(args.submission_file, "submission"), "submission")
+    missing = [k for k in truth if k not in submitted]
+    extra = [k for k in submitted if k not in truth]
+    if missing or extra:
+        fail(
+            f"the submission must have one row per id of data/test.csv ({len(truth)} rows); "
+            f"missing ids: {missing[:5]} ({len(missing)} in all), unknown ids: {extra[:5]} ({len(extra)} in all)"
+        )
+    keys = list(truth)
+    if SPEC["task_type"] == "classification":
+        score = classification_score(
+            [label(truth[k]) for k in keys], [label(submitted[k]) for k in keys], SPEC["metric"]
+        )
+    else:
+        y_true = [float(truth[k]) for k in keys]
+        score = regression_score(y_true, [number(submitted[k], k) for k in keys], SPEC["metric"])
+    print(json.dumps({SPEC["metric"]: score}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The task folder contract: records, atomic writes, and the shape check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stsc.config import GeneratorConfig
+from stsc.errors import TaskFormatError
+from stsc.synth.generate import GenerationSource
+from stsc.synth.task import (
+    TASK_CONFIG_FIELDS,
+    TaskMeta,
+    check_task_folder,
+    description_problems,
+    load_task,
+    require_valid,
+    write_task,
+)
+from stsc.synth.template import TemplatePlan, build_task
+from tests.synth.conftest import TABLES
+
+
+def _draft(tmp_path: Path, metric: str = "accuracy"):
+    load, targets = TABLES["sklearn/iris"]
+    from tests.synth.conftest import make_record
+
+    record = make_record("sklearn/iris", load(), targets, tmp_path / "tables")
+    source = GenerationSource("sklearn/iris", record, "t0", "Flowers", "biology", "Iris", tuple(targets))
+    return build_task(source, load(), TemplatePlan(targets[0], metric), GeneratorConfig(), seed=0)
+
+
+def test_a_written_task_reads_back_with_the_same_records(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / "lib" / draft.task_id, draft)
+    task = load_task(folder)
+    assert task.config == draft.config
+    assert task.meta == draft.meta
+    assert list(task.datasets) == draft.datasets
+    assert (task.private / "answers.csv").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "no temp folder left behind"
+
+
+def test_task_yaml_holds_only_mlgym_field_names(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / draft.task_id, draft)
+    data = yaml.safe_load((folder / "task.yaml").read_text())
+    assert set(data) <= TASK_CONFIG_FIELDS
+    assert data["task_entrypoint"] == "CSVSubmissionTasks"
+    assert data["description"].format(dataset_docs="DOCS").count("DOCS") == 1
+
+
+def test_a_finished_task_is_never_overwritten(tmp_path):
+    draft = _draft(tmp_path)
+    write_task(tmp_path / draft.task_id, draft)
+    with pytest.raises(FileExistsError):
+        write_task(tmp_path / draft.task_id, draft)
+
+
+def test_a_draft_passes_the_shape_check_but_a_library_task_needs_a_baseline_score(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / draft.task_id, draft)
+    assert check_task_folder(folder, require_score=False) == []
+    problems = check_task_folder(folder)
+    assert any("baseline_score" in p for p in problems)
+    with pytest.raises(TaskFormatError, match="baseline_score"):
+        require_valid(folder)
+
+
+def test_the_shape_check_reports_each_broken_part(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / draft.task_id, draft)
+    (folder / "workspace" / "data" / "test.csv").unlink()
+    for answers in (folder / "private").iterdir():
+        answers.unlink()
+    data = yaml.safe_load((folder / "task.yaml").read_text())
+    data["description"] = "Predict {target} well."
+    (folder / "task.yaml").write_text(yaml.safe_dump(data))
+    problems = "\n".join(check_task_folder(folder, require_score=False))
+    assert "workspace/data/test.csv is missing" in problems
+    assert "held-out labels" in problems
+    assert "braces" in problems
+    assert "SUBMISSION FORMAT:" in problems
+
+
+def test_unknown_task_yaml_keys_are_refused(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / draft.task_id, draft)
+    data = yaml.safe_load((folder / "task.yaml").read_text())
+    data["metric"] = "accuracy"  # not an MLGym TaskConfig field
+    (folder / "task.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(TaskFormatError, match="metric"):
+        load_task(folder)
+
+
+def test_meta_json_must_name_the_same_task(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / draft.task_id, draft)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["task_id"] = "other-task"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert any("differs from task.yaml id" in p for p in check_task_folder(folder, require_score=False))
+
+
+@pytest.mark.parametrize(
+    ("description", "ok"),
+    [
+        ("Goal.\n{dataset_docs}\nSUBMISSION FORMAT:\nid,label", True),
+        ("Goal.\nSUBMISSION FORMAT:\nid,label", True),
+        ("Goal {x}.\nSUBMISSION FORMAT:\nid,label", False),
+        ("Goal.\n{dataset_docs}", False),
+        ('Print {"accuracy": 1}.\nSUBMISSION FORMAT:\n...', False),
+    ],
+)
+def test_descriptions_must_format_with_only_dataset_docs(description, ok):
+    assert (description_problems(description) == []) is ok
+
+
+def test_metric_direction_and_optimum_come_from_the_meta():
+    base = dict(
+        task_id="t", topic_id="x", topic_title="x", area="x", dataset_id="d", dataset_revision=None,
+        license=None, task_type="regression", target="y", generator="template",
+    )  # fmt: skip
+    rmse = TaskMeta(**base, metric="rmse", higher_is_better=False, metric_bounds=(0.0, None))
+    acc = TaskMeta(**base, metric="accuracy", higher_is_better=True, metric_bounds=(0.0, 1.0))
+    assert rmse.is_better(1.0, 2.0) and not rmse.is_better(2.0, 1.0)
+    assert acc.is_better(0.9, 0.8) and not acc.is_better(0.8, 0.8)
+    assert rmse.at_optimum(0.0) and not rmse.at_optimum(0.1)
+    assert acc.at_optimum(1.0) and not acc.at_optimum(0.99)
+    r2 = TaskMeta(**base, metric="r2", higher_is_better=True, metric_bounds=(None, 1.0))
+    assert not r2.at_optimum(-5.0)

@@ -1,0 +1,164 @@
+"""generator=template: planning, splits, labels kept private, and the generated scripts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stsc.config import GeneratorConfig
+from stsc.hub.records import TargetSpec
+from stsc.synth.generate import GenerationSource, build_sources, generate_one
+from stsc.synth.task import load_task, write_task
+from stsc.synth.template import TemplateGenerator, TemplatePlan, build_task, plan_tasks
+from tests.synth.conftest import CLS, REG, TABLES, make_record
+
+
+def _source(tmp_path: Path, dataset_id: str):
+    load, targets = TABLES[dataset_id]
+    record = make_record(dataset_id, load(), targets, tmp_path / "tables")
+    return GenerationSource(
+        dataset_id, record, "t0", "A topic", "tabular", dataset_id, tuple(targets)
+    ), load()
+
+
+def _run(cmd: list[str], cwd: Path, private: Path | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "STSC_PRIVATE_DIR"}
+    if private is not None:
+        env["STSC_PRIVATE_DIR"] = str(private)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_plans_are_distinct_target_metric_pairs_round_robin():
+    species = TargetSpec(column="species", task_type=CLS)
+    mass = TargetSpec(column="mass", task_type=REG)
+    plans = plan_tasks([species, mass], 4)
+    assert [(p.target.column, p.metric) for p in plans] == [
+        ("species", "accuracy"),
+        ("mass", "rmse"),
+        ("species", "macro_f1"),
+        ("mass", "mae"),
+    ]
+    assert len(plan_tasks([species], 10)) == 3, "never more tasks than distinct pairs"
+    assert plan_tasks([], 3) == []
+
+
+def test_splits_are_disjoint_seeded_and_labels_stay_private(tmp_path):
+    source, frame = _source(tmp_path, "sklearn/iris")
+    plan = TemplatePlan(source.targets[0], "accuracy")
+    cfg = GeneratorConfig()
+    draft = build_task(source, frame, plan, cfg, seed=0)
+    files = {k: pd.read_csv(io.StringIO(v)) for k, v in draft.files.items() if k.endswith(".csv")}
+    train, valid, test = (files[f"workspace/data/{n}.csv"] for n in ("train", "validation", "test"))
+    answers = files["private/answers.csv"]
+    assert len(train) + len(valid) + len(test) == len(frame)
+    assert not set(train.id) & set(test.id) and not set(valid.id) & set(test.id)
+    assert "species" not in test.columns and "species" in train.columns
+    assert list(answers.columns) == ["id", "species"] and sorted(answers.id) == sorted(test.id)
+    assert abs(len(test) - cfg.test_fraction * len(frame)) <= 1
+    again = build_task(source, frame, plan, cfg, seed=0)
+    assert again.files == draft.files, "same seed, same task"
+    other = build_task(source, frame, plan, cfg, seed=1)
+    assert other.files["private/answers.csv"] != draft.files["private/answers.csv"]
+
+
+def test_training_rows_are_capped(tmp_path):
+    source, frame = _source(tmp_path, "sklearn/diabetes")
+    cfg = GeneratorConfig(max_train_rows=100)
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], "rmse"), cfg, seed=0)
+    train = pd.read_csv(io.StringIO(draft.files["workspace/data/train.csv"]))
+    assert len(train) == 100
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1", "balanced_accuracy"])
+def test_evaluate_py_matches_sklearn_on_classification(tmp_path, metric):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    source, frame = _source(tmp_path, "sklearn/iris")
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], metric), GeneratorConfig(), seed=0)
+    task = load_task(write_task(tmp_path / draft.task_id, draft))
+    answers = pd.read_csv(task.private / "answers.csv")
+    guess = answers.assign(species=["setosa" if i % 3 else "virginica" for i in range(len(answers))])
+    guess.sample(frac=1.0, random_state=0).to_csv(task.workspace / "guess.csv", index=False)
+    out = _run(
+        [sys.executable, "evaluate.py", "--submission_file", "guess.csv"], task.workspace, task.private
+    )
+    assert out.returncode == 0 and out.stderr == ""
+    expected = {
+        "accuracy": accuracy_score(answers.species, guess.species),
+        "macro_f1": f1_score(answers.species, guess.species, average="macro"),
+        "balanced_accuracy": balanced_accuracy_score(answers.species, guess.species),
+    }[metric]
+    assert out.stdout.count("\n") == 1
+    assert json.loads(out.stdout) == pytest.approx({metric: expected})
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_evaluate_py_matches_sklearn_on_regression(tmp_path, metric):
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    source, frame = _source(tmp_path, "sklearn/diabetes")
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], metric), GeneratorConfig(), seed=0)
+    task = load_task(write_task(tmp_path / draft.task_id, draft))
+    answers = pd.read_csv(task.private / "answers.csv")
+    guess = answers.assign(progression=answers.progression * 0.8 + 20)
+    guess.to_csv(task.workspace / "guess.csv", index=False)
+    out = _run(
+        [sys.executable, "evaluate.py", "--submission_file", "guess.csv"], task.workspace, task.private
+    )
+    expected = {
+        "rmse": mean_squared_error(answers.progression, guess.progression) ** 0.5,
+        "mae": mean_absolute_error(answers.progression, guess.progression),
+        "r2": r2_score(answers.progression, guess.progression),
+    }[metric]
+    assert json.loads(out.stdout) == pytest.approx({metric: expected})
+
+
+def test_evaluate_py_refuses_bad_submissions_and_missing_labels(tmp_path):
+    source, frame = _source(tmp_path, "sklearn/diabetes")
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], "rmse"), GeneratorConfig(), seed=0)
+    task = load_task(write_task(tmp_path / draft.task_id, draft))
+    ws = task.workspace
+    sample = pd.read_csv(ws / "sample_submission.csv")
+    sample.iloc[:-3].to_csv(ws / "short.csv", index=False)
+    sample.assign(progression="n/a").to_csv(ws / "text.csv", index=False)
+    pd.concat([sample, sample.iloc[:1]]).to_csv(ws / "dup.csv", index=False)
+    cases = {"short.csv": "missing ids", "text.csv": "not a number", "dup.csv": "repeats id"}
+    for name, message in cases.items():
+        out = _run([sys.executable, "evaluate.py", "--submission_file", name], ws, task.private)
+        assert out.returncode != 0 and message in out.stderr, (name, out.stderr)
+    out = _run([sys.executable, "evaluate.py", "--submission_file", "sample_submission.csv"], ws, None)
+    assert out.returncode != 0 and "STSC_PRIVATE_DIR" in out.stderr and out.stdout == ""
+
+
+def test_the_baseline_writes_a_scoreable_submission_with_headroom(tmp_path):
+    source, frame = _source(tmp_path, "sklearn/iris")
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], "accuracy"), GeneratorConfig(), seed=0)
+    task = load_task(write_task(tmp_path / draft.task_id, draft))
+    assert _run([sys.executable, "baseline.py"], task.workspace, None).returncode == 0
+    out = _run(
+        [sys.executable, "evaluate.py", "--submission_file", "submission.csv"], task.workspace, task.private
+    )
+    accuracy = json.loads(out.stdout)["accuracy"]
+    assert 0.4 < accuracy < 0.9, "a stump: better than chance, far from perfect"
+
+
+def test_template_generation_drops_targets_a_table_cannot_support(tmp_path):
+    load, _ = TABLES["sklearn/iris"]
+    frame = load()
+    frame["constant"] = "same"
+    targets = [TargetSpec(column="species", task_type=CLS), TargetSpec(column="constant", task_type=CLS),
+               TargetSpec(column="absent", task_type=REG)]  # fmt: skip
+    record = make_record("sklearn/iris", frame, targets, tmp_path / "tables")
+    gen = TemplateGenerator(GeneratorConfig(tasks_per_dataset=3), seed=0)
+    [source] = build_sources([record, record], gen.per, {})
+    row = generate_one(gen, source, tmp_path / "tasks")
+    assert row["task_ids"] == ["sklearn-iris-species-accuracy"]
+    assert sorted(d["reason"] for d in row["drops"]) == ["constant_target", "missing_target"]
+    assert (tmp_path / "tasks" / "sklearn-iris-species-accuracy" / "task.yaml").is_file()

@@ -1,0 +1,211 @@
+"""The validate stage: gates, the self-debug loop (real litellm + loopback server), resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from stsc.hub.records import VerifiedDataset
+from stsc.store import iter_jsonl
+from stsc.synth.leaks import find_label_leaks
+from stsc.synth.library import list_tasks
+from stsc.synth.task import check_task_folder, load_task
+from stsc.synth.validate import run_validate
+from tests.synth.conftest import (
+    BASELINE,
+    EVALUATE,
+    EVALUATE_CHATTY,
+    EVALUATE_CRASH,
+    EVALUATE_EXPLOITABLE,
+    PREPARE,
+    fake_llm,
+    fix_answer,
+    make_ctx,
+    root_config,
+    run_stages,
+    task_answer,
+)
+
+
+def _rejected(validate_dir: Path) -> dict[str, dict]:
+    return {r["task_id"]: r for r in iter_jsonl(validate_dir / "rejected.jsonl")}
+
+
+# -- template tasks: gates only ---------------------------------------------------------------------
+
+
+def test_template_tasks_are_accepted_with_their_baseline_recorded(template_library):
+    tasks = list_tasks(template_library)
+    assert [t.task_id for t in tasks] == [
+        "sklearn-diabetes-progression-mae",
+        "sklearn-diabetes-progression-rmse",
+        "sklearn-iris-species-accuracy",
+        "sklearn-iris-species-macro-f1",
+    ]
+    for task in tasks:
+        assert check_task_folder(task.path) == [], task.task_id
+        assert task.config.baseline_scores == [{task.meta.metric: task.meta.baseline_score}]
+        assert not (task.path / "build").exists()
+        [history] = task.meta.self_debug_history
+        assert history.step == "ok" and "no model to fix with" in history.skipped
+    assert not (template_library / ".work").exists(), "scratch copies are cleaned up"
+
+
+def test_a_rerun_skips_decided_tasks(template_library, tmp_path):
+    generate_dir = tmp_path / "generate"
+    shutil.copytree(template_library.parent / "generate", generate_dir)
+    out = tmp_path / "validate"
+    shutil.copytree(template_library, out)
+    for draft in (generate_dir / "tasks").iterdir():
+        (draft / "workspace" / "baseline.py").write_text("raise SystemExit(1)\n")  # would now fail
+    ctx = make_ctx(tmp_path, "validate", {"generate": generate_dir})
+    run_validate(root_config(tmp_path), ctx)
+    assert ctx.report.items_in == 4 and ctx.report.items_out == 4 and not ctx.report.drops
+    assert {r["status"] for r in ctx.tables["validation"]} == {"accepted"}
+
+
+def _tamper(generate_dir: Path) -> dict[str, str]:
+    """Break two drafts: one leaks the test labels, one cannot finish within its timeout."""
+    leaky, slow = sorted((generate_dir / "tasks").iterdir())[2:4]
+    answers = pd.read_csv(leaky / "private" / "answers.csv")
+    answers.rename(columns={"species": "kind"}).to_csv(
+        leaky / "workspace" / "data" / "extra.csv", index=False
+    )
+    config = yaml.safe_load((slow / "task.yaml").read_text())
+    config["training_timeout"] = 0
+    (slow / "task.yaml").write_text(yaml.safe_dump(config))
+    return {leaky.name: "gate:no_leak", slow.name: "gate:runtime"}
+
+
+def test_leaks_and_slow_tasks_are_rejected_and_each_gate_is_a_switch(template_library, tmp_path):
+    generate_dir = tmp_path / "generate"
+    shutil.copytree(template_library.parent / "generate", generate_dir)
+    expected = _tamper(generate_dir)
+    for other in sorted((generate_dir / "tasks").iterdir())[:2]:
+        shutil.rmtree(other)
+    ctx = make_ctx(tmp_path, "validate", {"generate": generate_dir})
+    run_validate(root_config(tmp_path), ctx)
+    rejected = _rejected(ctx.out_dir)
+    assert {k: v["reason"] for k, v in rejected.items()} == expected
+    leak_id = next(k for k, v in expected.items() if v == "gate:no_leak")
+    assert "data/extra.csv column 'kind' matches private/answers.csv" in rejected[leak_id]["message"]
+    assert ctx.report.items_out == 0 and dict(ctx.report.drops) == {"gate:no_leak": 1, "gate:runtime": 1}
+    relaxed = make_ctx(tmp_path / "relaxed", "validate", {"generate": generate_dir})
+    run_validate(root_config(tmp_path, gate_no_leak=False, gate_runtime=False), relaxed)
+    assert relaxed.report.items_out == 2, "with the gates off the same tasks pass"
+
+
+def test_the_leak_check_finds_labels_only_where_they_are(template_library, tmp_path):
+    task = list_tasks(template_library)[2]
+    assert find_label_leaks(task.workspace, task.private) == []
+    workspace = tmp_path / "ws"
+    shutil.copytree(task.workspace, workspace)
+    shutil.copy(task.private / "answers.csv", workspace / "data" / "extra.csv")
+    answers = pd.read_csv(task.private / "answers.csv")
+    answers[["species"]].to_csv(workspace / "labels_in_row_order.csv", index=False)
+    leaks = "\n".join(find_label_leaks(workspace, task.private))
+    assert "data/extra.csv is a copy of private/answers.csv" in leaks
+    assert "labels_in_row_order.csv column 'species'" in leaks
+
+
+# -- LLM tasks: the self-debug loop -----------------------------------------------------------------
+
+
+def _llm_run(tmp_path: Path, records: list[VerifiedDataset], server, **validate):
+    cfg = root_config(tmp_path, kind="llm", llm=fake_llm(server.base_url), **validate)
+    generate, val = run_stages(tmp_path, cfg, records[:1])
+    return generate, val
+
+
+def test_a_broken_evaluate_py_is_fixed_on_the_second_round(tmp_path, records, openai_server):
+    openai_server.push(
+        task_answer(EVALUATE_CRASH),
+        fix_answer(evaluate_py=EVALUATE_CHATTY),  # round 1: runs, but prints a second line
+        fix_answer(evaluate_py=EVALUATE),  # round 2: correct
+    )
+    generate, validate = _llm_run(tmp_path, records, openai_server, max_rounds=3)
+    [task] = list_tasks(validate.out_dir)
+    history = task.meta.self_debug_history
+    assert [h.step for h in history] == ["evaluate", "gate:json_output", "ok"]
+    assert history[1].fixed_files == ["workspace/evaluate.py"] and history[1].prompt_tokens > 0
+    assert (task.workspace / "evaluate.py").read_text() == EVALUATE
+    assert 0.4 < task.meta.baseline_score < 0.9
+    assert check_task_folder(task.path) == []
+    fix_prompt = openai_server.chat_requests[1].messages[0]["content"]
+    assert "species_predd" in fix_prompt, "the error output goes back to the model"
+    assert "step: evaluate" in fix_prompt and EVALUATE_CRASH.strip() in fix_prompt
+    assert (
+        validate.report.items_out == 1
+        and validate.report.completion_tokens > 0
+        and validate.report.cost_usd > 0
+    )
+    generated = load_task(next((generate.out_dir / "tasks").iterdir())).meta.tokens
+    assert task.meta.tokens > generated, "fix tokens are added to the task's cost"
+
+
+def test_a_task_still_broken_after_max_rounds_is_discarded_with_the_reason(tmp_path, records, openai_server):
+    openai_server.push(task_answer(EVALUATE_CRASH), fix_answer(evaluate_py=EVALUATE_CRASH), "no idea, sorry")
+    _, validate = _llm_run(tmp_path, records, openai_server, max_rounds=2)
+    assert list_tasks(validate.out_dir) == []
+    [row] = _rejected(validate.out_dir).values()
+    assert row["reason"] == "evaluate" and row["fix_rounds"] == 2
+    assert [(h["step"], h["reason"]) for h in row["history"]] == [
+        ("evaluate", ""),
+        ("evaluate", ""),
+        ("fix", "malformed_output"),
+    ]
+    assert "species_predd" in row["message"]
+    assert len(openai_server.chat_requests) == 3
+    assert dict(validate.report.drops) == {"evaluate": 1}
+
+
+def test_an_exploit_prone_task_is_rejected_by_the_probes(tmp_path, records, openai_server):
+    openai_server.push(task_answer(EVALUATE_EXPLOITABLE))
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [row] = _rejected(validate.out_dir).values()
+    assert row["reason"] == "gate:exploit_probes"
+    assert "sample_submission probe" in row["message"] and "better than the baseline" in row["message"]
+
+
+def test_a_failing_data_build_is_fixed_too(tmp_path, records, openai_server):
+    broken = PREPARE.replace('os.makedirs("private", exist_ok=True)\n', "")
+    files = {"prepare.py": broken, "baseline.py": BASELINE, "evaluate.py": EVALUATE}
+    openai_server.push(task_answer(files=files), fix_answer(prepare_py=PREPARE))
+    _, validate = _llm_run(tmp_path, records, openai_server, max_rounds=1)
+    [task] = list_tasks(validate.out_dir)
+    assert [h.step for h in task.meta.self_debug_history] == ["prepare", "ok"]
+    assert (task.private / "answers.csv").is_file() and not (task.workspace / "answers.csv").exists()
+
+
+def test_without_self_debug_a_failure_is_final(tmp_path, records, openai_server):
+    openai_server.push(task_answer(EVALUATE_CRASH))
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [row] = _rejected(validate.out_dir).values()
+    assert row["fix_rounds"] == 0 and "validate.self_debug=false" in row["history"][0]["skipped"]
+    assert len(openai_server.chat_requests) == 1
+
+
+@pytest.mark.slow
+def test_the_offline_catalog_yields_a_library_of_20_tasks_from_8_datasets(tmp_path):
+    from stsc.hub.catalog import Catalog
+    from stsc.hub.records import Decision
+
+    metas = Catalog(tmp_path / "catalog").export()
+    records = [
+        VerifiedDataset(
+            proposal_id=f"p{i}", topic_id=f"t{i}", requested_id=m.id, dataset_id=m.id, revision=m.revision,
+            license=m.license, n_rows=m.n_rows, columns=m.columns, source="offline", local_path=m.local_path,
+            description=m.description, targets=m.targets, decision=Decision.ACCEPTED, reason="ok",
+        )
+        for i, m in enumerate(metas)
+    ]  # fmt: skip
+    cfg = root_config(tmp_path)
+    cfg.generator.tasks_per_dataset = 3
+    _, validate = run_stages(tmp_path, cfg, records)
+    tasks = list_tasks(validate.out_dir)
+    assert len(tasks) >= 20 and len({t.meta.dataset_id for t in tasks}) >= 8
+    assert all(check_task_folder(t.path) == [] for t in tasks)
