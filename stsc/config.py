@@ -205,7 +205,7 @@ class AgentConfig:
     format_error_template: str = "agent_format_error"
     history: HistoryConfig = field(default_factory=HistoryConfig)
     max_steps: int = 50  # executed actions; at the limit the workspace is auto-submitted
-    cost_limit_usd: float = 4.0  # model spend of one episode (USD); above it: exit_cost
+    cost_limit_usd: float = 4.0  # model spend of one episode (USD); above it: exit_cost; 0 = no limit
     context_limit_tokens: int = 32768  # prompt + completion tokens of one call; above it: exit_context
     command_timeout_s: float = 25.0  # ordinary commands
     training_timeout_s: float | None = None  # None = the task's training_timeout
@@ -243,6 +243,7 @@ class PolicyConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     model_path: str | None = None  # transformers policy: checkpoint folder (None = the sft output)
     max_new_tokens: int = 256  # transformers policy
+    device: str = "auto"  # transformers policy: "auto" (first CUDA device when present) | "cpu" | "cuda:N"
     attempts: int = 3  # scripted policy: model variants tried before submitting
 
 
@@ -357,14 +358,18 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"  # transformers optimizer name
-    group_by_length: bool = True  # batch examples of similar length together (less padding)
+    group_by_length: bool = False  # batch similar lengths together (less padding; a resumed epoch reshuffles)
     dataset_num_proc: int | None = None  # processes tokenizing the SFT set; None = this one
     log_model: bool = False  # also log the whole final model folder as an MLflow artifact (large)
 
 
 @dataclass
 class EvalModelConfig:
-    """One evaluated method; ``policy.model_path: null`` with kind=transformers means the SFT output."""
+    """One evaluated method; ``policy.model_path: null`` with kind=transformers means the SFT output.
+
+    ``name`` labels the method in run folders (``/`` becomes ``--``) and AUP tables: unique, without
+    ``__``, and neither ``baseline`` (the pseudo-method) nor ``base``/``sft`` while those are included.
+    """
 
     name: str = "baseline_policy"
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -384,8 +389,16 @@ class EvalConfig:
     models: list[EvalModelConfig] = field(default_factory=list)
     include_sft_student: bool = True  # evaluate this run's SFT checkpoint as model "sft"
     include_base_student: bool = True  # and the student before fine-tuning as model "base"
-    bootstrap_samples: int = 1000
-    concurrency: int = 2
+    bootstrap_samples: int = 1000  # resamples of runs for the AUP intervals (0 = none); seed = run seed
+    concurrency: int = 2  # episodes at once (and sandboxes alive at once)
+    top_p: float = 0.95  # nucleus sampling of every method (MLGym protocol: 0.95); part of run folder names
+    student_backend: str = "transformers"  # "transformers" (in-process) | "vllm" (OpenAI-compatible server)
+    student_max_tokens: int = 1024  # completion tokens per step of the base/sft students
+    vllm_api_base: str = "http://127.0.0.1:8000/v1"  # vllm backend: server of the SFT checkpoint ("sft")
+    vllm_base_api_base: str = "http://127.0.0.1:8001/v1"  # vllm backend: server of the base student ("base")
+    max_infra_retries: int = 3  # retries of an episode after infrastructure failure (sandbox, provider)
+    infra_backoff_s: float = 5.0  # wait before the first such retry, s; doubles per retry
+    budget_usd: float | None = None  # USD for the whole stage, all methods and resumed runs; None = unlimited
 
 
 @dataclass
@@ -474,6 +487,7 @@ CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sft.launcher": ("sft.launcher", ("none", "accelerate")),
     "sft.distributed": ("sft.distributed", ("none", "zero3", "fsdp2")),
     "eval.suite": ("eval.suite", ("library", "mlgym")),
+    "eval.student_backend": ("eval.student_backend", ("transformers", "vllm")),
 }
 
 

@@ -1,0 +1,134 @@
+"""The run folder of one episode, in MLGym's layout (reference/mlgym.md §4), plus stsc's record.
+
+``<run_dir>/<task_id>.traj``: ``environment``, ``trajectory`` (one entry per executed step),
+``history`` (the full chat with metadata) and ``info`` (model stats, exit status, submission,
+scores); rewritten atomically after every step. ``results.json``: ``{"agent": [...], "baseline":
+{...}}``. ``stsc.json``: the ``EpisodeResult``, written last; its presence marks the run finished.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stsc.agent.task import TaskSpec
+from stsc.store import atomic_write_json, read_json, to_jsonable
+
+SCHEMA_VERSION = 1
+ENVIRONMENT = "stsc"
+AGENT = "primary"  # MLGym's name of the acting agent in history entries
+RESULT_FILE = "stsc.json"
+RESULTS_FILE = "results.json"
+
+
+def safe_model_id(model: str) -> str:
+    """A model id usable as one path component ("org/name" -> "org--name")."""
+    return model.replace("/", "--")
+
+
+def run_folder_name(
+    model: str, task_id: str, agent: str, temperature: float, top_p: float, cost_limit_usd: float, run: int
+) -> str:
+    """``<model>__<taskId>__<agent>__t-<temp>__p-<top_p>__c-<cost>__install-0_run_<k>``."""
+    return (
+        f"{safe_model_id(model)}__{task_id}__{agent}__t-{temperature:.2f}__p-{top_p:.2f}"
+        f"__c-{cost_limit_usd:.2f}__install-0_run_{run}"
+    )
+
+
+@dataclass
+class ModelStats:
+    """MLGym's ``info.model_stats`` for one episode (``total_cost`` equals ``task_cost``)."""
+
+    total_cost: float = 0.0
+    task_cost: float = 0.0
+    tokens_sent: int = 0
+    tokens_received: int = 0
+    api_calls: int = 0
+
+    def add(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
+        self.total_cost += cost_usd
+        self.task_cost += cost_usd
+        self.tokens_sent += prompt_tokens
+        self.tokens_received += completion_tokens
+        self.api_calls += 1
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """stsc's record of one finished episode (``stsc.json``)."""
+
+    task_id: str
+    policy: str
+    seed: int
+    label: str
+    config_key: str
+    agent: str
+    exit_status: str
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    api_calls: int
+    metric: str | None
+    higher_is_better: bool
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    last_score: float | None = None
+    baseline_score: float | None = None
+    run_dir: str = ""
+    prompts: dict[str, str] = field(default_factory=dict)  # template name -> sha256 of its first render
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def submitted(self) -> bool:
+        return self.exit_status == "submitted"
+
+    @classmethod
+    def read(cls, run_dir: Path) -> EpisodeResult:
+        data = read_json(Path(run_dir) / RESULT_FILE)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def best_and_last(task: TaskSpec, scores: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """Best priority-metric value over ``scores`` (in the task's direction) and that of the last."""
+    values = [v for v in (task.metric_value(s) for s in scores) if v is not None]
+    best = None
+    for v in values:
+        if best is None or task.better(v, best):
+            best = v
+    last = task.metric_value(scores[-1]) if scores else None
+    return best, last
+
+
+def write_traj(
+    run_dir: Path,
+    task_id: str,
+    trajectory: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    info: dict[str, Any],
+) -> None:
+    atomic_write_json(
+        Path(run_dir) / f"{task_id}.traj",
+        {"environment": ENVIRONMENT, "trajectory": trajectory, "history": history, "info": info},
+    )
+
+
+def write_results(run_dir: Path, scores: list[dict[str, Any]], baseline: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / RESULTS_FILE, {"agent": scores, "baseline": baseline})
+
+
+def write_result(run_dir: Path, result: EpisodeResult) -> None:
+    atomic_write_json(Path(run_dir) / RESULT_FILE, {**to_jsonable(result), "tokens": result.tokens})
+
+
+def state_string(state: dict[str, str]) -> str:
+    """The ``state`` of a trajectory entry: a JSON string, as MLGym writes it."""
+    return json.dumps(state)
