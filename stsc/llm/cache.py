@@ -55,6 +55,7 @@ class ResponseCache:
                 model=self.model,
                 latency_s=time.monotonic() - start,
                 finish_reason=record.get("finish_reason"),
+                reasoning=record.get("reasoning"),
             )
         except FileNotFoundError:
             return None
@@ -73,6 +74,7 @@ class ResponseCache:
             "completion_tokens": completion.completion_tokens,
             "cost_usd": completion.cost_usd,
             "finish_reason": completion.finish_reason,
+            "reasoning": completion.reasoning,
         }
         atomic_write_text(self.path(key), json.dumps(record, ensure_ascii=False, default=str))
 

@@ -207,6 +207,7 @@ class LLMClient:
             model=cfg.model,
             latency_s=latency,
             finish_reason=getattr(choice, "finish_reason", None),
+            reasoning=getattr(choice.message, "reasoning_content", None) or None,
         )
 
     def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float:

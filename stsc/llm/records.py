@@ -20,6 +20,7 @@ class Completion:
     model: str  # the configured litellm model string
     latency_s: float
     finish_reason: str | None = None  # "stop", "length" (hit max_tokens), ...
+    reasoning: str | None = None  # reasoning the provider returned apart from the text (<think> blocks)
 
 
 _USAGE_FIELDS = (

@@ -74,6 +74,7 @@ def test_a_submitted_episode_writes_the_mlgym_run_folder(
     for step in steps:
         assert set(step) == {"action", "observation", "response", "state", "thought", "execution_time"}
         assert set(json.loads(step["state"])) == {"open_file", "working_dir"}
+    assert steps[0]["thought"].startswith("Start by looking around.")  # litellm's reasoning_content, kept
     assert steps[0]["thought"].endswith("DISCUSSION\nList the workspace.")
     assert all("<think>" not in s["thought"] and "</think>" not in s["thought"] for s in steps)
     assert steps[1]["thought"] == "The baseline comes first.\n\nDISCUSSION\nRun it."
