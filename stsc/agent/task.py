@@ -128,4 +128,5 @@ def load_task(task_dir: Path) -> TaskSpec:
         training_timeout_s=float(cfg.get("training_timeout") or 1800),
         metric=metric,
         higher_is_better=higher,
+        submission_file=str(meta.get("submission_file") or SUBMISSION_FILE),
     )
