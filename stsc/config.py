@@ -176,7 +176,7 @@ class SandboxConfig:
     isolation: str = "auto"  # local backend: "auto" (bwrap if present) | "bwrap" | "none"
     image: str = "stsc-task:latest"  # docker backend image, built by `python -m stsc.sandbox.image`
     user: str = "1000:1000"  # uid:gid commands run as: docker always; local when stsc runs as root
-    gpus: str | None = None  # docker backend: "all" or "0,1"; None = no GPU
+    gpus: str | None = None  # "all" or "0,1": docker device requests / local device nodes; None = none
     env_allowlist: list[str] = field(
         default_factory=lambda: ["PATH", "LANG", "LC_ALL", "TZ", "PYTHONHASHSEED"]
     )  # host variables passed in (glob patterns allowed); names that look secret never pass

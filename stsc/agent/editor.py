@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from stsc.errors import SandboxError
+from stsc.errors import SandboxError, SandboxPathError
 from stsc.sandbox.base import ExecResult, Sandbox
 
 LINT_CODES = "F821,F822,F831,E111,E112,E113,E999,E902"
@@ -53,7 +53,10 @@ class FileEditor:
         """Lines of a sandbox file (without line ends); the file must exist."""
         with tempfile.TemporaryDirectory(prefix="stsc-edit-") as tmp:
             local = Path(tmp) / "file"
-            self.sandbox.get(path, local)
+            try:
+                self.sandbox.get(path, local)
+            except SandboxPathError as e:
+                raise UsageError(f"Cannot read {path}: {e}") from e
             text = local.read_bytes().decode("utf-8", errors="replace")
         return text.splitlines()
 
@@ -61,7 +64,10 @@ class FileEditor:
         with tempfile.TemporaryDirectory(prefix="stsc-edit-") as tmp:
             local = Path(tmp) / "file"
             local.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            self.sandbox.put(local, path)
+            try:
+                self.sandbox.put(local, path)
+            except SandboxPathError as e:
+                raise UsageError(f"Cannot write {path}: {e}") from e
 
     # -- viewing -----------------------------------------------------------------------------------
 

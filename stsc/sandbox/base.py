@@ -7,8 +7,12 @@ Contract:
   Only infrastructure failure raises (``SandboxError``).
 - stdout/stderr are each capped at the backend's ``output_limit_bytes``; a cut stream ends with
   ``TRUNCATION_MARKER`` and ``truncated=True``.
+- A command's processes do not outlive it: background processes it leaves are killed when it
+  exits, and a timeout kills its whole process tree.
 - Commands see the workspace (writable) and nothing private. ``evaluate`` runs one command with the
-  task's private folder readable at ``private_path``; agent commands never see it.
+  task's private folder readable at ``private_path`` (and ``STSC_PRIVATE_DIR`` naming it) and the
+  workspace read-only; agent commands never see that folder.
+- The environment is rebuilt from an allowlist; names that look secret never pass.
 - A ``ShellSession`` keeps environment variables and the current directory across ``run`` calls, as
   the agent's long-lived shell does.
 - ``close`` is idempotent and always removes the sandbox; sandboxes are context managers.
@@ -78,11 +82,13 @@ class Sandbox(Protocol):
     def shell(self) -> ShellSession: ...
 
     def put(self, src: Path, dest: str) -> None:
-        """Copy a host file or folder to ``dest`` (absolute, or relative to the workspace)."""
+        """Copy a host file or folder to ``dest`` (absolute, or relative to the workspace). Raises
+        ``SandboxPathError`` when the sandbox user could not write ``dest``."""
         ...
 
     def get(self, src: str, dest: Path) -> None:
-        """Copy a sandbox file or folder ``src`` (absolute, or relative to the workspace) to the host."""
+        """Copy a sandbox file or folder ``src`` (absolute, or relative to the workspace) to the host.
+        Raises ``SandboxPathError`` when it is missing or the sandbox user could not read it."""
         ...
 
     def evaluate(self, command: str | list[str], private_dir: Path | None, timeout: float) -> ExecResult:

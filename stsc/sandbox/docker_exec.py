@@ -1,0 +1,94 @@
+"""``docker exec`` with a deadline and capped output, without threads: the attach stream is read
+from its socket with ``select`` and demultiplexed here (8-byte frame headers: stream, size)."""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stsc.errors import SandboxError
+from stsc.sandbox.base import ExecResult
+from stsc.sandbox.common import CappedBuffer
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_S = 3.0  # after each timeout action: time for the output stream to close
+
+
+def read_frames(
+    sock: Any, out: CappedBuffer, err: CappedBuffer, deadline: float, on_timeout: Callable[[int], None]
+) -> bool:
+    """Demultiplex a docker attach stream into ``out``/``err`` until it closes. At ``deadline``,
+    ``on_timeout(0)`` is called; if the stream is still open ``KILL_GRACE_S`` later,
+    ``on_timeout(1)``; after another grace period reading stops. Returns timed_out."""
+    raw = getattr(sock, "_sock", sock)
+    buf = bytearray()
+    attempts = 0
+    try:
+        while True:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                if attempts == 2:
+                    log.warning("a timed-out command's output stayed open after its kill; stopped reading")
+                    break
+                on_timeout(attempts)
+                attempts += 1
+                deadline = time.monotonic() + KILL_GRACE_S
+                continue
+            ready, _, _ = select.select([raw], [], [], wait)
+            if not ready:
+                continue
+            chunk = raw.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while len(buf) >= 8:
+                size = int.from_bytes(buf[4:8], "big")
+                if len(buf) < 8 + size:
+                    break
+                (err if buf[0] == 2 else out).feed(bytes(buf[8 : 8 + size]))
+                del buf[: 8 + size]
+    finally:
+        sock.close()
+    return attempts > 0
+
+
+def exec_capped(
+    api: Any, container_id: str, argv: list[str], *, user: str, env: dict[str, str], timeout: float, limit: int,
+    on_timeout: Callable[[int], None],
+) -> ExecResult:  # fmt: skip
+    """``docker exec`` with capped output and a deadline. Raises ``SandboxError`` if the engine
+    refuses (container gone, engine down)."""
+    import docker
+
+    start = time.monotonic()
+    out, err = CappedBuffer(limit), CappedBuffer(limit)
+    try:
+        created = api.exec_create(container_id, argv, stdout=True, stderr=True, user=user, environment=env)
+        exec_id = created["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        timed_out = read_frames(sock, out, err, start + timeout, on_timeout)
+        code = _exit_code(api, exec_id)
+    except docker.errors.APIError as e:
+        raise SandboxError(f"the Docker engine failed to run a command in {container_id[:12]}: {e}") from e
+    return ExecResult(
+        exit_code=137 if code is None else code,
+        stdout=out.text(),
+        stderr=err.text(),
+        timed_out=timed_out,
+        duration_s=time.monotonic() - start,
+        truncated=out.truncated or err.truncated,
+    )
+
+
+def _exit_code(api: Any, exec_id: str) -> int | None:
+    # The stream can close a moment before the engine records the exit code.
+    for _ in range(50):
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running"):
+            return info.get("ExitCode")
+        time.sleep(0.01)
+    return None

@@ -1,0 +1,77 @@
+"""Docker-only guarantees: the hardening flags the engine actually applied, labels, GPU requests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stsc.sandbox.docker import LABEL_RUN, connect, gpu_requests
+from tests.sandbox.conftest import base_config, require_docker
+
+
+@pytest.fixture
+def docker_cfg(tmp_path):
+    require_docker()
+    return base_config("docker", tmp_path)
+
+
+def _inspect(sb) -> dict:
+    return connect(sb.cfg).api.inspect_container(sb.container_id)
+
+
+@pytest.mark.docker
+def test_containers_run_hardened_with_the_configured_limits(docker_cfg, task_workspace):
+    from stsc.sandbox import make_factory
+
+    with make_factory(docker_cfg).start(task_workspace, "hardening") as sb:
+        info = _inspect(sb)
+        host = info["HostConfig"]
+        assert host["NetworkMode"] == "none"
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["Init"] is True
+        assert host["PidsLimit"] == docker_cfg.pids_limit
+        assert host["Memory"] == docker_cfg.memory_mb * 1024 * 1024
+        assert host["NanoCpus"] == int(docker_cfg.cpus * 1e9)
+        assert not host.get("DeviceRequests")
+        assert info["Config"]["User"] == docker_cfg.user
+        assert info["Config"]["Labels"][LABEL_RUN] == "hardening"
+        mounts = {m["Destination"]: m["RW"] for m in info["Mounts"]}
+        assert mounts == {"/home/agent": True, "/tmp": True}
+    assert connect(docker_cfg).containers.list(all=True, filters={"label": f"{LABEL_RUN}=hardening"}) == []
+
+
+@pytest.mark.docker
+def test_network_can_be_enabled_for_tasks_that_need_the_hub(docker_cfg, task_workspace):
+    from dataclasses import replace
+
+    from stsc.sandbox import make_factory
+
+    with make_factory(replace(docker_cfg, network=True)).start(task_workspace, "net") as sb:
+        assert _inspect(sb)["HostConfig"]["NetworkMode"] == "bridge"
+
+
+def test_gpu_requests_follow_the_config():
+    assert gpu_requests(None) is None
+    (everything,) = gpu_requests("all")
+    assert everything["Count"] == -1 and everything["Capabilities"] == [["gpu"]]
+    (some,) = gpu_requests("0, 1")
+    assert some["DeviceIDs"] == ["0", "1"] and some["Capabilities"] == [["gpu"]]
+
+
+@pytest.mark.docker
+def test_a_command_that_stops_the_container_does_not_end_the_sandbox(docker_cfg, task_workspace):
+    from stsc.sandbox import make_factory
+
+    with make_factory(docker_cfg).start(task_workspace, "restart") as sb:
+        shell = sb.shell()
+        shell.run("cd data; export KEEP=1; echo kept > ../file.txt", timeout=30)
+        sb.exec("kill -TERM 1", timeout=30)
+        for _ in range(50):
+            if not _inspect(sb)["State"]["Running"]:
+                break
+            time.sleep(0.1)
+        result = shell.run('pwd; echo "$KEEP"; cat ../file.txt', timeout=30)
+        assert result.stdout.splitlines() == [f"{sb.workspace}/data", "1", "kept"]

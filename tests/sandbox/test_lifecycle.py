@@ -1,0 +1,81 @@
+"""Sandboxes never leak: Ctrl-C removes them, and the sweep removes those of killed runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+from stsc.sandbox import sweep_orphans
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+RUNNER = """
+import json, os, signal, sys
+from pathlib import Path
+from stsc.config import SandboxConfig
+from stsc.sandbox import make_factory
+
+cfg = SandboxConfig(**json.loads(sys.argv[1]))
+with make_factory(cfg).start(Path(sys.argv[2]), sys.argv[3]) as sb:
+    print(sb.layout.root, flush=True)
+    if sys.argv[4] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sb.exec("echo started > started; sleep 60", timeout=120)
+"""
+
+
+def _spawn(cfg, workspace: Path, label: str, mode: str) -> tuple[subprocess.Popen, Path]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, json.dumps(asdict(cfg)), str(workspace), label, mode],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    root = Path(proc.stdout.readline().strip())
+    assert root.is_dir()
+    return proc, root
+
+
+def _containers(label: str) -> list:
+    from stsc.config import SandboxConfig
+    from stsc.sandbox.docker import connect
+
+    return connect(SandboxConfig(backend="docker")).containers.list(
+        all=True, filters={"label": f"stsc.run={label}"}
+    )
+
+
+def test_ctrl_c_during_a_command_removes_the_sandbox(cfg, task_workspace, backend):
+    label = f"ctrl-c-{uuid.uuid4().hex[:8]}"
+    proc, root = _spawn(cfg, task_workspace, label, "wait")
+    deadline = time.monotonic() + 60
+    while not (root / "home" / "workspace" / "started").exists():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    assert not root.exists()
+    if backend == "docker":
+        assert _containers(label) == []
+
+
+def test_the_sweep_removes_sandboxes_of_killed_runs_and_keeps_live_ones(cfg, task_workspace, backend, start):
+    live = start()
+    label = f"orphan-{uuid.uuid4().hex[:8]}"
+    proc, root = _spawn(cfg, task_workspace, label, "die")
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert root.exists(), "a killed run leaves its sandbox behind"
+    if backend == "docker":
+        assert len(_containers(label)) == 1
+    assert sweep_orphans(cfg) >= 1
+    assert not root.exists()
+    if backend == "docker":
+        assert _containers(label) == []
+    assert live.exec("echo live", timeout=30).stdout == "live\n"

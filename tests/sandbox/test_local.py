@@ -1,0 +1,129 @@
+"""Local-backend specifics: the unisolated fallback warns and still honours the contract's
+process rules; the environment scrubbing and the interpreter resolution."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stsc.errors import ConfigError
+from stsc.sandbox.common import scrub_env
+from stsc.sandbox.local import UNISOLATED_WARNING, LocalSandboxFactory
+from tests.sandbox.conftest import base_config
+
+
+@pytest.fixture
+def unisolated(tmp_path, task_workspace, caplog):
+    cfg = base_config("local", tmp_path / "sandboxes")
+    cfg.isolation = "none"
+    with caplog.at_level(logging.WARNING, logger="stsc.sandbox.local"):
+        factory = LocalSandboxFactory(cfg)
+    assert UNISOLATED_WARNING in caplog.text
+    sb = factory.start(task_workspace, "unisolated")
+    yield sb
+    sb.close()
+
+
+def test_without_bwrap_the_backend_warns_and_keeps_the_process_rules(unisolated, private_dir):
+    sb = unisolated
+    assert sb.workspace.startswith(str(sb.layout.root))
+    result = sb.exec("(while :; do date +%s%N > beat; sleep 0.1; done) & sleep 60", timeout=1)
+    assert result.timed_out
+    beat = sb.layout.to_host("beat").read_text()
+    import time
+
+    time.sleep(0.5)
+    assert sb.layout.to_host("beat").read_text() == beat
+    shell = sb.shell()
+    shell.run("cd data; export A=1", timeout=30)
+    assert shell.run('pwd; echo "$A"', timeout=30).stdout.splitlines() == [f"{sb.workspace}/data", "1"]
+    scored = sb.evaluate('cat "$STSC_PRIVATE_DIR/answers.csv"', private_dir, timeout=60)
+    assert scored.stdout == "id,label\n1,cat\n"
+    assert not sb.layout.private.exists(), "the staged private files are removed after the step"
+
+
+def test_isolation_bwrap_without_bwrap_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    cfg = base_config("local", tmp_path)
+    cfg.isolation = "bwrap"
+    with pytest.raises(ConfigError, match="bubblewrap"):
+        LocalSandboxFactory(cfg)
+
+
+def test_a_missing_interpreter_is_a_config_error(tmp_path):
+    cfg = base_config("local", tmp_path)
+    cfg.python = str(tmp_path / "no-python")
+    with pytest.raises(ConfigError, match="sandbox.python"):
+        LocalSandboxFactory(cfg)
+
+
+def test_python_can_be_any_interpreter_even_outside_a_venv(tmp_path, task_workspace):
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    cfg = base_config("local", tmp_path / "sandboxes")
+    cfg.python = str(base)
+    with LocalSandboxFactory(cfg).start(task_workspace, "base-python") as sb:
+        result = sb.exec(["python", "-c", "import sys; print(sys.prefix)"], timeout=60)
+    assert result.stdout.strip() == sys.base_prefix
+
+
+def test_the_environment_keeps_only_allowlisted_names_that_do_not_look_secret():
+    host = {
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "HF_TOKEN": "x",
+        "OPENAI_API_KEY": "x",
+        "DB_PASSWORD": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "PATH": "/host/bin",
+        "HOME": "/root",
+        "OTHER": "x",
+    }
+    allow = ["LANG", "LC_*", "HF_TOKEN", "*_KEY", "DB_PASSWORD", "PATH", "HOME"]
+    assert scrub_env(host, allow) == {"LANG": "C.UTF-8", "LC_TIME": "C"}
+
+
+def test_importing_the_sandbox_package_loads_no_backend():
+    code = "import sys, stsc.sandbox; print(sorted(m for m in sys.modules if m.split('.')[0] == 'docker' or m.startswith('stsc.sandbox.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['stsc.sandbox.base']"
+
+
+@pytest.mark.gpu
+def test_gpus_reach_isolated_commands_only_when_configured(tmp_path, task_workspace):
+    import glob
+    import shutil
+
+    if not glob.glob("/dev/nvidia*") or shutil.which("nvidia-smi") is None:
+        pytest.skip("no NVIDIA GPU (device nodes and nvidia-smi) on this machine")
+    seen = {}
+    for gpus in (None, "all"):
+        cfg = base_config("local", tmp_path / "sandboxes")
+        cfg.gpus = gpus
+        with LocalSandboxFactory(cfg).start(task_workspace, "gpu") as sb:
+            seen[gpus] = sb.exec("nvidia-smi -L", timeout=120)
+    assert seen["all"].ok and "GPU 0" in seen["all"].stdout
+    if shutil.which("bwrap"):
+        assert not seen[None].ok, "without sandbox.gpus the GPU stays outside the sandbox"
+
+
+def test_cpu_time_and_address_space_limits_apply_to_each_command(tmp_path, task_workspace):
+    cfg = base_config("local", tmp_path / "sandboxes")
+    cfg.cpu_time_s = 1
+    with LocalSandboxFactory(cfg).start(task_workspace, "limits") as sb:
+        assert sb.exec("ulimit -v; ulimit -t", timeout=30).stdout.split() == [str(cfg.memory_mb * 1024), "1"]
+        spin = sb.exec("while :; do :; done", timeout=60)
+    # SIGXCPU at the soft limit, SIGKILL at the hard one: either way the CPU limit stopped it.
+    assert not spin.timed_out and spin.exit_code in (128 + 24, 128 + 9), spin
+    assert spin.duration_s < 30
+
+
+def test_an_unknown_backend_is_a_config_error():
+    from stsc.config import SandboxConfig
+    from stsc.sandbox import make_factory
+
+    with pytest.raises(ConfigError, match="'local', 'docker'"):
+        make_factory(SandboxConfig(backend="podman"))
