@@ -1,0 +1,80 @@
+"""Budgets: once the stage's or a task's USD budget is spent, no episode starts and running ones
+stop at their next model call; spend recorded in the stage folder still counts after a restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stsc.rollout import run_rollout
+from stsc.rollout.budget import SpendLedger
+from tests.agent.conftest import command
+from tests.fakes.openai_server import count_words
+from tests.rollout.conftest import agent_turn, rollout_config, stage_context
+
+PRICE = 0.01  # USD per completion token (a word of the fake server's reply)
+CALL_USD = PRICE * count_words(command("cp sample_submission.csv submission.csv"))  # the dearest call
+
+
+def _cost_of(out: Path) -> float:
+    total = 0.0
+    for traj in out.glob("**/*.traj"):
+        total += json.loads(traj.read_text())["info"]["model_stats"]["total_cost"]
+    return total
+
+
+def test_a_spent_stage_budget_stops_new_and_running_episodes(
+    library: Path, openai_server, tmp_path: Path
+) -> None:
+    openai_server.responder = agent_turn
+    cfg = rollout_config(tmp_path, openai_server, per_task=3, concurrency=2, sandbox_concurrency=2,
+                         budget_usd=0.35)  # fmt: skip
+    cfg.teacher.llm.output_cost_per_token = PRICE
+    ctx = stage_context(tmp_path, library)
+    run_rollout(cfg, ctx)
+
+    # An episode costs four calls (~$0.27): two running at once cannot both finish under $0.35.
+    report = ctx.report
+    assert report.items_in == 6 and report.items_out + report.drops["budget_exhausted"] == 6
+    assert report.drops["budget_exhausted"] >= 3
+    assert 0.35 <= report.cost_usd <= 0.35 + 2 * CALL_USD
+    assert abs(report.cost_usd - _cost_of(ctx.out_dir)) < 1e-9
+    stopped = [json.loads(p.read_text()) for p in (ctx.out_dir / "failed_attempts").glob("*/*/failure.json")]
+    assert stopped and all(s["reason"] == "budget_exhausted" for s in stopped)
+    assert all("rollout.budget_usd" in s["message"] for s in stopped)
+    rows = [r for r in ctx.tables["episodes"] if r["outcome"] == "budget_exhausted"]
+    assert len(rows) == report.drops["budget_exhausted"] and all(r["exit_status"] == "" for r in rows)
+
+    calls = len(openai_server.chat_requests)
+    again = stage_context(tmp_path, library)
+    run_rollout(cfg, again)
+    assert len(openai_server.chat_requests) == calls
+    assert again.report.drops == report.drops and abs(again.report.cost_usd - report.cost_usd) < 1e-9
+
+
+def test_each_task_spends_its_own_budget_then_stops(library: Path, openai_server, tmp_path: Path) -> None:
+    openai_server.responder = agent_turn
+    cfg = rollout_config(tmp_path, openai_server, per_task=2, concurrency=1, per_task_budget_usd=0.1)
+    cfg.teacher.llm.output_cost_per_token = PRICE
+    ctx = stage_context(tmp_path, library)
+    run_rollout(cfg, ctx)
+
+    rows = ctx.tables["episodes"]
+    assert [(r["k"], r["outcome"]) for r in rows] == [(0, "budget_exhausted"), (1, "budget_exhausted")] * 2
+    assert [r["attempts"] for r in rows] == [1, 0, 1, 0]
+    assert len(openai_server.chat_requests) == 2 * 2  # per task: the calls made while under $0.10
+    for task in {r["task"] for r in rows}:
+        spent = _cost_of(next((ctx.out_dir / "failed_attempts").glob(f"*__{task}__*")))
+        assert 0.1 <= spent <= 0.1 + CALL_USD
+
+
+def test_the_ledger_restores_spend_and_names_the_budget_to_raise() -> None:
+    from stsc.rollout.folders import Spend
+
+    ledger = SpendLedger(1.0, 0.3, {"a": Spend(cost_usd=0.25), "b": Spend(cost_usd=0.5)})
+    assert ledger.restored_usd == 0.75 and ledger.remaining_usd() == 0.25
+    assert ledger.exhausted("a") is None
+    assert "rollout.per_task_budget_usd" in ledger.exhausted("b")
+    ledger.charge("a", 0.3)
+    assert "rollout.budget_usd" in ledger.exhausted("c")
+    assert SpendLedger(None, None).exhausted("a") is None
