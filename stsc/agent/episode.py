@@ -165,7 +165,7 @@ class Episode:
             **self._footer(state),
         )
         self._message("user", instance)
-        self.save()
+        await self.io(self.save, False)
 
     async def _loop(self) -> None:
         while True:
@@ -176,7 +176,7 @@ class Episode:
             observation, state = await self.io(self._execute, parsed.action)
             self.steps += 1
             self._record(response, parsed, observation, state, time.monotonic() - started)
-            self.save()
+            await self.io(self.save, False)
             if observation.done:
                 self.exit_status = observation.exit_status or ""
                 return
@@ -254,9 +254,11 @@ class Episode:
             "score": list(self.aci.scores),
         }
 
-    def save(self) -> None:
-        write_traj(self.run_dir, self.task.task_id, self.trajectory, self.history, self.info())
-        write_results(self.run_dir, list(self.aci.scores), self.task.baseline_scores)
+    def save(self, durable: bool = True) -> None:
+        """Write the .traj and results.json. Per-step saves skip fsync (off the event loop); the
+        final save, and the stsc.json written after it, are durable."""
+        write_traj(self.run_dir, self.task.task_id, self.trajectory, self.history, self.info(), durable)
+        write_results(self.run_dir, list(self.aci.scores), self.task.baseline_scores, durable)
 
 
 async def run_episode(

@@ -114,15 +114,19 @@ def write_traj(
     trajectory: list[dict[str, Any]],
     history: list[dict[str, Any]],
     info: dict[str, Any],
+    durable: bool = True,
 ) -> None:
     atomic_write_json(
         Path(run_dir) / f"{task_id}.traj",
         {"environment": ENVIRONMENT, "trajectory": trajectory, "history": history, "info": info},
+        durable,
     )
 
 
-def write_results(run_dir: Path, scores: list[dict[str, Any]], baseline: dict[str, Any]) -> None:
-    atomic_write_json(Path(run_dir) / RESULTS_FILE, {"agent": scores, "baseline": baseline})
+def write_results(
+    run_dir: Path, scores: list[dict[str, Any]], baseline: dict[str, Any], durable: bool = True
+) -> None:
+    atomic_write_json(Path(run_dir) / RESULTS_FILE, {"agent": scores, "baseline": baseline}, durable)
 
 
 def write_result(run_dir: Path, result: EpisodeResult) -> None:

@@ -76,7 +76,8 @@ class ResponseCache:
             "finish_reason": completion.finish_reason,
             "reasoning": completion.reasoning,
         }
-        atomic_write_text(self.path(key), json.dumps(record, ensure_ascii=False, default=str))
+        # a cache: a lost write is a miss, so skip the fsyncs that would stall the event loop
+        atomic_write_text(self.path(key), json.dumps(record, ensure_ascii=False, default=str), durable=False)
 
 
 def _semantic(params: dict[str, Any]) -> dict[str, Any]:
