@@ -96,6 +96,7 @@ class HubConfig:
 class DatasetFilterConfig:
     """Rules a candidate dataset must pass; every rejection records its rule."""
 
+    enabled: bool = True  # false = no verification (ablation): candidates pass unchecked, even unknown ids
     license_allowlist: list[str] = field(
         default_factory=lambda: [
             "mit",
@@ -347,7 +348,7 @@ class SFTConfig:
     warmup_ratio: float = 0.03
     lr_scheduler_type: str = "cosine"
     logging_steps: int = 1
-    save_steps: int = 500  # optimizer steps between checkpoints under <stage>/checkpoints (resume point)
+    save_steps: int = 500  # optimizer steps between checkpoints (resume points); 0 = none, no resume
     save_total_limit: int = 2  # checkpoints kept; older ones are deleted
     seed: int = 0  # with the run seed, seeds LoRA initialisation, data order and dropout
     launcher: str = "none"  # "none" (this process) | "accelerate"

@@ -27,6 +27,7 @@ KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "encry
 REDACTED = "***REDACTED***"
 PARAM_MAX = 6000
 SWEEP_RUN_FILE = ".mlflow_sweep_run_id"
+TABLE_MAX_ROWS = 5000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,8 +211,13 @@ class StageTracker:
         self.client.set_terminated(self.run_id, status=status)
 
     def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Log rows as an MLflow table; past ``TABLE_MAX_ROWS`` only the first rows are logged (the
+        stage folder in the store keeps the full table)."""
         import pandas as pd
 
+        if len(rows) > TABLE_MAX_ROWS:
+            log.info("table %s: logging the first %d of %d rows", name, TABLE_MAX_ROWS, len(rows))
+            rows = rows[:TABLE_MAX_ROWS]
         frame = pd.DataFrame(redact_mapping(rows, self._secrets))
         self.client.log_table(self.run_id, data=frame, artifact_file=f"{name}.json")
 

@@ -69,7 +69,7 @@ class Verifier:
             if row.decision is Decision.ACCEPTED:
                 return row
             first = first or row
-        return first or _not_found(proposal, requested_id, self.source.kind)
+        return first or _not_found(proposal, requested_id, self.source.kind, accept=not self.rules.enabled)
 
     def proposal(self, proposal: Proposal) -> list[VerifiedDataset]:
         """Rows for the candidates of ``proposal``, in order, until ``max_accepted_per_proposal``
@@ -136,15 +136,17 @@ def to_record(
     )
 
 
-def _not_found(proposal: Proposal, requested_id: str, source: str) -> VerifiedDataset:
+def _not_found(proposal: Proposal, requested_id: str, source: str, accept: bool = False) -> VerifiedDataset:
+    """A candidate the source does not know: rejected, or (verification switched off) passed on
+    unchecked as the proposal named it, to fail or not at generation time."""
     return VerifiedDataset(
         proposal_id=proposal.id,
         topic_id=proposal.topic_id,
         requested_id=requested_id,
-        dataset_id=None,
+        dataset_id=requested_id if accept else None,
         source=source,
-        decision=Decision.REJECTED,
-        reason=str(Rule.NOT_FOUND),
+        decision=Decision.ACCEPTED if accept else Decision.REJECTED,
+        reason="unverified" if accept else str(Rule.NOT_FOUND),
     )
 
 

@@ -173,3 +173,18 @@ def test_offline_verification_accepts_catalog_datasets_and_finds_them_by_name(
     assert load_frame(wine).shape == (178, 14)
     assert rows[2].targets[0].column == "species"
     assert ctx.report.metrics["distinct_datasets"] == 2
+
+
+def test_without_verification_every_candidate_passes_unchecked(
+    tmp_path: Path, hub_online: FakeHubServer
+) -> None:
+    cfg = _hub_cfg(hub_online)
+    cfg.dataset_filter.enabled = False
+    proposals = [_proposal("a", ["acme/gated-clinical-notes"]), _proposal("b", ["uoft-cs/cifar10"]),
+                 _proposal("c", ["acme/does-not-exist"])]  # fmt: skip
+    _, rows = _run(tmp_path, cfg, proposals)
+    assert [(r.dataset_id, r.decision, r.reason) for r in rows] == [
+        ("acme/gated-clinical-notes", Decision.ACCEPTED, "ok:unverified"),
+        ("uoft-cs/cifar10", Decision.ACCEPTED, "ok:unverified"),
+        ("acme/does-not-exist", Decision.ACCEPTED, "unverified"),
+    ]
