@@ -99,10 +99,12 @@ def plot(rows: list[dict[str, Any]], key: str, method: str, path: Path) -> None:
     for which, colour in (("best", "#4C72B0"), ("last", "#DD8452")):
         ys = [float(r[f"{which}_aup"]) for r in rows]
         lo = [
-            y - float(r[f"{which}_lo"]) if r[f"{which}_lo"] not in (None, "") else 0 for y, r in zip(ys, rows)
+            y - float(r[f"{which}_lo"]) if r[f"{which}_lo"] not in (None, "") else 0
+            for y, r in zip(ys, rows, strict=True)
         ]
         hi = [
-            float(r[f"{which}_hi"]) - y if r[f"{which}_hi"] not in (None, "") else 0 for y, r in zip(ys, rows)
+            float(r[f"{which}_hi"]) - y if r[f"{which}_hi"] not in (None, "") else 0
+            for y, r in zip(ys, rows, strict=True)
         ]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, color=colour, label=f"{which} AUP")
     ax.set_xlabel(key)

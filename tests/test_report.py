@@ -24,8 +24,16 @@ def _store(tmp_path: Path) -> dict[str, Path]:
     folders = {}
     for name, ups, n_in, n_out, drops, usd in CHAIN:
         folder = tmp_path / name / f"k-{name}"
-        rep = StageReport(stage=name, items_in=n_in, items_out=n_out, drops=Counter(drops), cost_usd=usd,
-                          prompt_tokens=100, completion_tokens=10, wall_s=1.0)
+        rep = StageReport(
+            stage=name,
+            items_in=n_in,
+            items_out=n_out,
+            drops=Counter(drops),
+            cost_usd=usd,
+            prompt_tokens=100,
+            completion_tokens=10,
+            wall_s=1.0,
+        )
         atomic_write_json(folder / "report.json", rep.to_dict())
         atomic_write_json(folder / "stage.json", {"stage": name, "upstream": {u: f"k-{u}" for u in ups}})
         folders[name] = folder
@@ -41,8 +49,15 @@ def test_report_walks_the_lineage_and_computes_unit_costs(tmp_path: Path) -> Non
     summary = (out / "summary.txt").read_text()
     assert "accepted tasks" in summary and "exploit_probe: 2" in summary and "license:other: 1" in summary
     funnel = {r["step"]: r["count"] for r in ctx.tables["funnel"]}
-    assert funnel == {"topics": 10, "proposals": 9, "verified datasets": 6, "generated tasks": 6,
-                      "accepted tasks": 4, "trajectories": 8, "kept examples": 5}
+    assert funnel == {
+        "topics": 10,
+        "proposals": 9,
+        "verified datasets": 6,
+        "generated tasks": 6,
+        "accepted tasks": 4,
+        "trajectories": 8,
+        "kept examples": 5,
+    }
     assert abs(ctx.report.metrics["usd_per_accepted_task"] - 1.0 / 4) < 1e-9
     assert abs(ctx.report.metrics["usd_per_kept_example"] - 3.0 / 5) < 1e-9
     assert (out / "funnel.png").stat().st_size > 1000
