@@ -1,0 +1,128 @@
+"""The sft stage on the tiny student: train, save, reload, generate, resume, count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from stsc.errors import ConfigError, StageError
+from stsc.train.sft import LINEAGE_FILE, run_sft
+from stsc.train.templates import has_generation_markers
+
+from .conftest import fresh_context, remove, tiny_root_config
+
+UPSTREAM = {"curate": "cur0123", "rollout": "roll4567", "validate": "lib89ab"}
+
+
+def _generate(model_dir, messages):
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert has_generation_markers(tokenizer.chat_template)
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+    return out.shape[1] - prompt["input_ids"].shape[1]
+
+
+def test_full_fine_tuning_trains_saves_reloads_and_generates(make_ctx, short_rows):
+    ctx = make_ctx(short_rows[:6], upstream=UPSTREAM)
+    cfg = tiny_root_config(method="full", max_steps=4)
+    run_sft(cfg, ctx)
+
+    model_dir = ctx.out_dir / "model"
+    lineage = json.loads((model_dir / LINEAGE_FILE).read_text())
+    assert (lineage["sft_set_key"], lineage["trajectory_key"], lineage["task_library_key"]) == (
+        "cur0123",
+        "roll4567",
+        "lib89ab",
+    )
+    assert lineage["base_model"]["name"] == "tiny" and lineage["config"]["sft"]["method"] == "full"
+    assert lineage["training"]["global_step"] == 4
+    assert _generate(model_dir, short_rows[0]["messages"][:2]) > 0
+
+    base = AutoModelForCausalLM.from_pretrained(lineage["base_model"]["folder"])
+    tuned = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert not torch.equal(base.model.layers[0].mlp.up_proj.weight, tuned.model.layers[0].mlp.up_proj.weight)
+
+    assert [step for step, _ in ctx.tracker.series("train/loss")] == [1, 2, 3, 4]
+    report = ctx.report
+    assert (report.items_in, report.items_out, dict(report.drops)) == (6, 6, {})
+    assert report.metrics["examples_truncated"] == 6  # every trajectory is longer than 1024 tokens
+    assert report.metrics["global_step"] == 4 and report.metrics["train_tokens_per_s"] > 0
+    assert model_dir / LINEAGE_FILE in ctx.artifacts
+
+    again = fresh_context(ctx)  # a finished stage folder is not trained again
+    run_sft(cfg, again)
+    assert again.tracker.metrics == [] and again.report.items_out == 6
+
+
+def test_lora_keeps_the_adapter_and_saves_weights_with_the_adapter_merged(make_ctx, short_rows):
+    from peft import PeftModel
+
+    ctx = make_ctx(short_rows[:4])
+    cfg = tiny_root_config(method="lora", learning_rate=1e-2, max_steps=3)
+    run_sft(cfg, ctx)
+
+    adapter, model_dir = ctx.out_dir / "adapter", ctx.out_dir / "model"
+    assert (adapter / "adapter_config.json").is_file() and not (model_dir / "adapter_config.json").exists()
+    base_dir = json.loads((model_dir / LINEAGE_FILE).read_text())["base_model"]["folder"]
+    ids = torch.tensor([list(range(5, 40))])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(model_dir)(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(base_dir)
+        base_logits = base(ids).logits
+        with_adapter = PeftModel.from_pretrained(base, str(adapter))(ids).logits
+    assert torch.allclose(merged, with_adapter, atol=1e-4)
+    assert not torch.allclose(merged, base_logits, atol=1e-3)
+    assert _generate(model_dir, short_rows[0]["messages"][:2]) > 0
+    assert adapter in ctx.artifacts
+
+
+def test_a_killed_stage_resumes_from_its_last_checkpoint(make_ctx, short_rows):
+    ctx = make_ctx(short_rows[:6])
+    cfg = tiny_root_config(max_steps=6, save_steps=2, per_device_train_batch_size=1, max_length=768)
+    run_sft(cfg, ctx)
+    first_losses = dict(ctx.tracker.series("train/loss"))
+    checkpoints = sorted(p.name for p in (ctx.out_dir / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-4", "checkpoint-6"]
+
+    # What a kill between step 4 and step 6 leaves on disk: checkpoints up to 4, no final model.
+    for name in ("checkpoints/checkpoint-6", "model", "train_result.json"):
+        remove(ctx.out_dir / name)
+    resumed = fresh_context(ctx)
+    run_sft(cfg, resumed)
+
+    losses = resumed.tracker.series("train/loss")
+    assert [step for step, _ in losses] == [5, 6]
+    assert [value for _, value in losses] == pytest.approx([first_losses[5], first_losses[6]], rel=1e-5)
+    assert resumed.report.notes["resumed_from"] == "checkpoint-4"
+    assert json.loads((ctx.out_dir / "model" / LINEAGE_FILE).read_text())["training"]["global_step"] == 6
+
+
+def test_overlong_examples_are_dropped_when_configured_and_counted_in_the_report(make_ctx, short_rows):
+    ctx = make_ctx(short_rows[:6])
+    cfg = tiny_root_config(overlong="drop", max_length=100_000, max_steps=1)
+    cfg.student.context_length = 3000  # caps sft.max_length
+    run_sft(cfg, ctx)
+    stats = json.loads((ctx.out_dir / "data_stats.json").read_text())
+    assert stats["max_length"] == 3000 and ctx.report.notes["max_length"] == 3000
+    n_long = stats["dropped"].get("overlong", 0)
+    assert 0 < n_long < 6
+    assert dict(ctx.report.drops) == {"overlong": n_long}
+    assert ctx.report.items_out == 6 - n_long and ctx.report.metrics["examples_truncated"] == 0
+
+
+def test_a_set_with_nothing_to_train_on_fails_naming_the_drops(make_ctx):
+    ctx = make_ctx([{"messages": [{"role": "user", "content": "hello"}]}])
+    with pytest.raises(StageError, match="no SFT example left.*no_assistant_turn"):
+        run_sft(tiny_root_config(), ctx)
+
+
+def test_packing_without_a_varlen_attention_kernel_is_refused(make_ctx, short_rows):
+    ctx = make_ctx(short_rows[:2])
+    with pytest.raises(ConfigError, match="sft.packing=true needs a varlen attention kernel"):
+        run_sft(tiny_root_config(packing=True), ctx)
