@@ -4,7 +4,7 @@
     python experiments/sweep_table.py --key curate.task_fraction --sweep-run <run id> --method sft
 
 For every job of the sweep it reads the job's value of ``--key`` (a param), the number of SFT examples
-(the curate stage's ``items_out``) and, from the evaluate stage's ``aup`` table artifact, the chosen
+(the curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact, the chosen
 method's Best and Last AUP with their bootstrap intervals. Writes ``sweep_table.csv`` and
 ``sweep_aup.png`` into ``--output`` and prints the table; the last line is ``sweep_jobs: <n>``.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from pathlib import Path
@@ -42,10 +41,10 @@ def _runs(client, experiment: str, filter_string: str) -> list[Any]:
 
 
 def _aup_row(client, stage_run, method: str) -> dict[str, Any]:
-    """The method's row of the evaluate stage's logged ``aup`` table (MLflow table JSON)."""
-    local = Path(client.download_artifacts(stage_run.info.run_id, "aup.json"))
-    table = json.loads(local.read_text())
-    rows = [dict(zip(table["columns"], r, strict=True)) for r in table["data"]]
+    """The method's row of the ``aup.csv`` artifact of the evaluate stage's run."""
+    local = Path(client.download_artifacts(stage_run.info.run_id, "aup.csv"))
+    with open(local, newline="") as f:
+        rows = list(csv.DictReader(f))
     for row in rows:
         if row.get("model") == method:
             return row

@@ -219,7 +219,7 @@ class StageTracker:
             log.info("table %s: logging the first %d of %d rows", name, TABLE_MAX_ROWS, len(rows))
             rows = rows[:TABLE_MAX_ROWS]
         frame = pd.DataFrame(redact_mapping(rows, self._secrets))
-        self.client.log_table(self.run_id, data=frame, artifact_file=f"{name}.json")
+        self.client.log_table(self.run_id, data=frame, artifact_file=f"tables/{name}.json")
 
 
 def _metric_name(key: str) -> str:

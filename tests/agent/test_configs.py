@@ -24,7 +24,7 @@ def _root(*overrides: str) -> RootConfig:
     [("default", "last_n_observations", 5), ("last2", "last_n_observations", 2), ("full", "full", 0)],
 )
 def test_agent_options_choose_the_history_processor(option: str, kind: str, n: int) -> None:
-    agent = _root(f"agent={option}").agent
+    agent = _root(f"agent={option}", "experiment=paper_qwen3_4b").agent  # the quickstart shortens episodes
     assert (agent.name, agent.history.kind) == (option, kind)
     if kind == "last_n_observations":
         assert agent.history.n == n
