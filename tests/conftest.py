@@ -18,6 +18,8 @@ os.environ.update(
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "TOKENIZERS_PARALLELISM": "false",
+        # any MLflow call that names no store goes to a temp one, never to ./mlflow.db
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_HF_HOME / 'default-mlflow.db'}",
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
     }
 )
