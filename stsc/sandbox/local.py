@@ -281,7 +281,9 @@ def bwrap_argv(
     if plan.devices:
         argv += ["--ro-bind", "/sys", "/sys"]  # the CUDA driver reads PCI topology there
     made = {"/", *SYSTEM_DIRS}
-    for option, host, inside in [*(("--ro-bind", d, d) for d in plan.ro_dirs), *binds]:
+    # The interpreter's folders go last: a venv under /tmp (a CI checkout) must stay visible above
+    # the sandbox's own /tmp.
+    for option, host, inside in [*binds, *(("--ro-bind", d, d) for d in plan.ro_dirs)]:
         if any(inside == d or inside.startswith(d + "/") for d in ("/usr", "/etc")):
             continue
         for parent in _ancestors(inside):
