@@ -130,7 +130,7 @@ _PAPER_GRAPH = (
         ("rollout", "validate"),
         ("curate", "student", "split", "agent.history"),
     ),
-    StageSpec("sft", "stsc.train.sft:run_sft", ("curate",), ("sft", "student")),
+    StageSpec("sft", "stsc.train.sft:run_sft", ("curate", "rollout", "validate"), ("sft", "student")),
     StageSpec(
         "evaluate",
         "stsc.evaluation.stage:run_evaluate",
