@@ -139,6 +139,9 @@ class GeneratorConfig:
     max_train_rows: int = 5000  # template: rows sampled for the train split
     valid_fraction: float = 0.15
     test_fraction: float = 0.2
+    # template: share of the test rows that `validate` scores (the public rows); the final score uses
+    # the rest, so an agent cannot tune on the rows it is ranked by. 0 = validate scores all test rows.
+    public_fraction: float = 0.3
     training_timeout_s: int = 300  # written to the task yaml (MLGym training_timeout)
 
 
@@ -526,6 +529,7 @@ def validate(cfg: RootConfig) -> RootConfig:
         "curate.task_fraction": cfg.curate.task_fraction,
         "generator.valid_fraction": cfg.generator.valid_fraction,
         "generator.test_fraction": cfg.generator.test_fraction,
+        "generator.public_fraction": cfg.generator.public_fraction,
     }
     for key, value in fractions.items():
         if not 0.0 <= value <= 1.0:

@@ -122,7 +122,9 @@ _PAPER_GRAPH = (
     ),
     StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter")),
     StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",)),
-    StageSpec("validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm")),
+    StageSpec(
+        "validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm"), 2
+    ),
     StageSpec("rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split")),
     StageSpec(
         "curate",

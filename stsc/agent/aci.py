@@ -143,20 +143,34 @@ class AgentComputerInterface:
 
     # -- scoring -----------------------------------------------------------------------------------
 
-    def _score(self) -> ScoreOutcome:
-        outcome = score_workspace(self.sandbox, self.task, self.training_timeout_s)
-        if outcome.status is ScoreStatus.OK:
+    def _score(self, split: str = "submit") -> ScoreOutcome:
+        outcome = score_workspace(self.sandbox, self.task, self.training_timeout_s, split)
+        if outcome.status is ScoreStatus.OK and split == "submit":
             assert outcome.metrics is not None
             self.scores.append(outcome.metrics)
             self.submission = f"{self.sandbox.workspace}/{self.task.submission_file}"
         return outcome
 
     def validate(self) -> Observation:
-        outcome = self._score()
+        """Score the current submission. With a public split the agent sees the score on the public
+        test rows only; the score on the other rows is recorded (results.json) but not shown."""
+        if self.task.public_split:
+            outcome = score_workspace(self.sandbox, self.task, self.training_timeout_s, "validate")
+            if outcome.status is ScoreStatus.OK:
+                self._score("submit")
+            baseline = self.task.public_baseline_scores or self.task.baseline_scores
+        else:
+            outcome, baseline = self._score("submit"), self.task.baseline_scores
         if outcome.status is ScoreStatus.OK:
+            note = (
+                "Scores are on the public test rows; the final score of `submit` uses the other rows.\n"
+                if self.task.public_split
+                else ""
+            )
             return Observation(
-                f"Your code produced a valid submission file ({self.submission}).\n"
-                f"Baseline Score: {json.dumps(self.task.baseline_scores)}\n"
+                f"Your code produced a valid submission file ({self.sandbox.workspace}/{self.task.submission_file}).\n"
+                f"{note}"
+                f"Baseline Score: {json.dumps(baseline)}\n"
                 f"Evaluation Score: {json.dumps(outcome.metrics)}"
             )
         if outcome.status is ScoreStatus.SUBMISSION_NOT_FOUND:

@@ -5,7 +5,8 @@ submit, auto-submission) runs the pristine script from the task folder instead: 
 the task's private files, in a host folder that the sandbox mounts at ``sandbox.private_path`` for
 this one command. The command runs in the workspace, so relative paths (``data/``, the submission)
 resolve as they do for the agent. Output parsing follows MLGym's CSV contract: the whole stdout is
-one JSON object.
+one JSON object. ``STSC_SCORE_SPLIT`` tells the evaluator which test rows to score (``validate``:
+the public rows; ``submit``: the others); evaluators without a public split ignore it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stsc.agent.task import TaskSpec
-from stsc.sandbox.base import Sandbox
+from stsc.sandbox.base import SCORE_SPLIT_ENV, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def _clip(text: str) -> str:
     return "...\n" + text[-_SHOWN_OUTPUT_CHARS:]
 
 
-def score_workspace(sandbox: Sandbox, task: TaskSpec, timeout: float) -> ScoreOutcome:
-    """Score the workspace's submission file. Raises ``SandboxError`` only on infrastructure
-    failure; a missing submission or unusable output is an outcome."""
+def score_workspace(sandbox: Sandbox, task: TaskSpec, timeout: float, split: str = "submit") -> ScoreOutcome:
+    """Score the workspace's submission file on the ``split`` rows (``validate`` or ``submit``).
+    Raises ``SandboxError`` only on infrastructure failure; a missing submission or unusable
+    output is an outcome."""
     check = sandbox.exec(
         ["test", "-f", task.submission_file], timeout=_EXISTS_TIMEOUT_S, cwd=sandbox.workspace
     )
@@ -87,7 +89,7 @@ def score_workspace(sandbox: Sandbox, task: TaskSpec, timeout: float) -> ScoreOu
     with tempfile.TemporaryDirectory(prefix="stsc-private-") as tmp:
         script = _stage_private(task, Path(tmp))
         command = ["python", f"{sandbox.private_path}/{script}", "--submission_file", task.submission_file]
-        result = sandbox.evaluate(command, Path(tmp), timeout)
+        result = sandbox.evaluate(command, Path(tmp), timeout, env={SCORE_SPLIT_ENV: split})
     if result.timed_out:
         return ScoreOutcome(
             ScoreStatus.EVALUATION_FORMAT_ERROR,

@@ -39,6 +39,10 @@ class TaskSpec:
     metric: str | None
     higher_is_better: bool
     submission_file: str = SUBMISSION_FILE
+    # A public split (meta.json): `validate` shows the score on the public test rows, next to
+    # ``public_baseline_scores``; every recorded score is on the other rows.
+    public_split: bool = False
+    public_baseline_scores: dict[str, Any] | None = None
 
     @property
     def pristine_evaluator(self) -> Path:
@@ -129,4 +133,6 @@ def load_task(task_dir: Path) -> TaskSpec:
         metric=metric,
         higher_is_better=higher,
         submission_file=str(meta.get("submission_file") or SUBMISSION_FILE),
+        public_split=bool(meta.get("public_split")),
+        public_baseline_scores=dict(meta.get("public_baseline_scores") or {}) or None,
     )

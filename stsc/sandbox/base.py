@@ -20,11 +20,16 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 TRUNCATION_MARKER = "\n[... output truncated by the sandbox ...]\n"
+# Set by every scoring command: which test rows a score is for, "validate" (the public rows, whose
+# score the agent sees) or "submit" (the final score, on the other rows). Evaluators without a
+# public split ignore it.
+SCORE_SPLIT_ENV = "STSC_SCORE_SPLIT"
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,16 @@ class Sandbox(Protocol):
         Raises ``SandboxPathError`` when it is missing or the sandbox user could not read it."""
         ...
 
-    def evaluate(self, command: str | list[str], private_dir: Path | None, timeout: float) -> ExecResult:
+    def evaluate(
+        self,
+        command: str | list[str],
+        private_dir: Path | None,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
         """Run ``command`` in the workspace with ``private_dir`` readable at ``private_path`` for
-        this command only."""
+        this command only; ``env`` adds variables to this command's environment (for example
+        ``STSC_SCORE_SPLIT``)."""
         ...
 
     @property

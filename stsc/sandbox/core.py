@@ -11,7 +11,7 @@ import shutil
 import uuid
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from stsc.config import SandboxConfig
@@ -143,11 +143,19 @@ class HostBoundSandbox(ABC):
             else:
                 host.unlink(missing_ok=True)
 
-    def evaluate(self, command: str | list[str], private_dir: Path | None, timeout: float) -> ExecResult:
+    def evaluate(
+        self,
+        command: str | list[str],
+        private_dir: Path | None,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
         self._check_open()
         mode, args = ("eval", [command]) if isinstance(command, str) else ("argv", list(command))
         stage_private(Path(private_dir) if private_dir else None, self.layout)
-        env = {PRIVATE_ENV: self.private_path} if private_dir else {}
+        env = dict(env or {})
+        if private_dir:
+            env[PRIVATE_ENV] = self.private_path
         try:
             return self._run(mode, args, timeout, self.workspace, env, evaluation=True)
         finally:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from stsc.config import ValidateConfig
 from stsc.errors import EvaluationError, TaskFormatError
-from stsc.sandbox.base import ExecResult, Sandbox, SandboxFactory
+from stsc.sandbox.base import SCORE_SPLIT_ENV, ExecResult, Sandbox, SandboxFactory
 from stsc.synth.leaks import find_label_leaks
 from stsc.synth.task import BUILD, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
 
@@ -81,6 +81,7 @@ class Failure:
 class CheckResult:
     failure: Failure | None
     metrics: dict[str, float] = field(default_factory=dict)  # the baseline's evaluation output
+    public_metrics: dict[str, float] = field(default_factory=dict)  # the same on the public rows
     baseline_score: float | None = None
     runtime_s: float = 0.0
     probes: dict[str, float | str] = field(default_factory=dict)
@@ -152,9 +153,14 @@ def build_data(folder: Path, factory: SandboxFactory, timeout: float, label: str
     return None
 
 
-def _evaluate(sandbox: Sandbox, task: Task, submission: str, timeout: float) -> ExecResult:
+def _evaluate(
+    sandbox: Sandbox, task: Task, submission: str, timeout: float, split: str = "submit"
+) -> ExecResult:
     return sandbox.evaluate(
-        f"python {task.config.evaluation_paths[0]} --submission_file {submission}", task.private, timeout
+        f"python {task.config.evaluation_paths[0]} --submission_file {submission}",
+        task.private,
+        timeout,
+        env={SCORE_SPLIT_ENV: split},
     )
 
 
@@ -213,7 +219,23 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
     except EvaluationError as e:
         return CheckResult(_failure(Step.JSON_OUTPUT, str(e), scored))
     score = metrics[task.meta.metric]
-    result = CheckResult(None, metrics, score, baseline.duration_s + scored.duration_s)
+    result = CheckResult(
+        None, metrics, baseline_score=score, runtime_s=baseline.duration_s + scored.duration_s
+    )
+    if task.meta.public_split:
+        public = _evaluate(sandbox, task, "submission.csv", timeout, split="validate")
+        try:
+            if not public.ok:
+                raise EvaluationError(f"exit code {public.exit_code}: {tail(public.stderr, 500)}")
+            result.public_metrics = parse_metrics(public, task.meta.metric, strict=cfg.gate_json_output)
+        except EvaluationError as e:
+            return CheckResult(
+                _failure(
+                    Step.EVALUATE,
+                    f"evaluate.py failed on the public rows ({SCORE_SPLIT_ENV}=validate): {e}",
+                    public,
+                )
+            )
     if cfg.gate_baseline_finite and not math.isfinite(score):
         result.failure = Failure(
             Step.BASELINE_FINITE, f"the baseline scores {task.meta.metric}={score}, not a finite number"

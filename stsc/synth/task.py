@@ -124,6 +124,10 @@ class TaskMeta(_Model):
     higher_is_better: bool
     metric_bounds: tuple[float | None, float | None] | None = None
     baseline_score: float | None = None
+    # With a public split, `validate` scores the public test rows and submissions the others;
+    # ``public_baseline_scores`` is the baseline's metrics on the public rows (what validate shows).
+    public_split: bool = False
+    public_baseline_scores: dict[str, float] = Field(default_factory=dict)
     generator: str
     self_debug_history: list[DebugRound] = Field(default_factory=list)
     tokens: int = 0  # prompt + completion tokens spent on this task (generation and fixes)

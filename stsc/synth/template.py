@@ -6,7 +6,8 @@ task type. Every task gets a seeded train/validation/test split of the table (ro
 shuffling, so row order carries no signal), a weak decision-tree ``baseline.py`` that leaves headroom,
 a dependency-free ``evaluate.py`` that reads the labels from ``$STSC_PRIVATE_DIR``, a sample
 submission, and a dataset yaml documenting every column. Labels of the test rows exist only in
-``private/answers.csv``.
+``private/answers.csv``; ``private/public_ids.csv`` names the ``public_fraction`` of them that
+``validate`` scores (the final score uses the others).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ID_COLUMN = "id"
 ANSWERS = "answers.csv"
+PUBLIC_IDS = "public_ids.csv"
 MIN_ROWS = 40  # fewer labelled rows cannot make a train/validation/test split worth scoring
 
 
@@ -146,6 +148,13 @@ class Splits:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+    n_public: int = 0  # the first n_public test rows (already shuffled) are the public ones
+
+
+def public_count(n_test: int, fraction: float) -> int:
+    """Public test rows for ``fraction``: 0 (no split) unless both parts get at least one row."""
+    n = round(n_test * fraction)
+    return n if 0 < n < n_test else 0
 
 
 def split_table(frame: pd.DataFrame, cfg: GeneratorConfig, seed: int) -> Splits:
@@ -164,7 +173,10 @@ def split_table(frame: pd.DataFrame, cfg: GeneratorConfig, seed: int) -> Splits:
     validation = shuffled.iloc[n_test : n_test + n_valid]
     train = shuffled.iloc[n_test + n_valid :]
     return Splits(
-        train.reset_index(drop=True), validation.reset_index(drop=True), test.reset_index(drop=True)
+        train.reset_index(drop=True),
+        validation.reset_index(drop=True),
+        test.reset_index(drop=True),
+        public_count(n_test, cfg.public_fraction),
     )
 
 
@@ -227,13 +239,23 @@ def task_description(source: GenerationSource, plan: TemplatePlan, splits: Split
         f"({target.task_type.value} on the {_clean(source.title or source.record.dataset_id)} dataset)."
         f"{topic}{note} Labelled rows are in data/train.csv and data/validation.csv. Submissions are "
         f"scored on the hidden labels of the test rows by {info.phrase}; {direction}. baseline.py is "
-        f"a deliberately simple starting point that you are expected to beat.\n\n"
+        f"a deliberately simple starting point that you are expected to beat.{_split_note(splits)}\n\n"
         "{dataset_docs}\n\n"
         f"{SUBMISSION_HEADER}\n"
         f"Write submission.csv in the workspace root: a CSV file with a header and exactly two "
         f"columns, '{ID_COLUMN}' and '{target.column}', holding one row for each of the "
         f"{len(splits.test)} ids of data/test.csv (any order); each '{target.column}' value is "
         f"{values}. sample_submission.csv shows the format."
+    )
+
+
+def _split_note(splits: Splits) -> str:
+    if not splits.n_public:
+        return ""
+    return (
+        f" `validate` scores your submission on {splits.n_public} public test rows; the final score "
+        f"of `submit` uses the other {len(splits.test) - splits.n_public}, so a validation score is "
+        "an estimate, not the result."
     )
 
 
@@ -272,7 +294,7 @@ def task_files(splits: Splits, plan: TemplatePlan) -> dict[str, bytes | str]:
     target = plan.target
     spec = {"id_column": ID_COLUMN, "target": target.column, "task_type": target.task_type.value}
     baseline_spec = {**spec, "max_depth": BASELINE_DEPTH[target.task_type]}
-    return {
+    files: dict[str, bytes | str] = {
         f"{WORKSPACE}/evaluate.py": script("evaluate_csv.py", {**spec, "metric": plan.metric}),
         f"{WORKSPACE}/baseline.py": script("baseline_tabular.py", baseline_spec),
         f"{WORKSPACE}/sample_submission.csv": _csv(_sample_submission(splits, target)),
@@ -281,6 +303,9 @@ def task_files(splits: Splits, plan: TemplatePlan) -> dict[str, bytes | str]:
         f"{WORKSPACE}/data/test.csv": _csv(splits.test.drop(columns=[target.column])),
         f"{PRIVATE}/{ANSWERS}": _csv(splits.test[[ID_COLUMN, target.column]]),
     }
+    if splits.n_public:
+        files[f"{PRIVATE}/{PUBLIC_IDS}"] = _csv(splits.test[[ID_COLUMN]].iloc[: splits.n_public])
+    return files
 
 
 def build_task(
@@ -310,6 +335,7 @@ def build_task(
         dataset_id=dataset_id, dataset_revision=record.revision, license=record.license,
         task_type=target.task_type.value, target=target.column, metric=plan.metric,
         higher_is_better=info.higher_is_better, metric_bounds=info.bounds, generator="template",
+        public_split=splits.n_public > 0,
     )  # fmt: skip
     return TaskDraft(config=config, datasets=[dataset], meta=meta, files=task_files(splits, plan))
 

@@ -179,6 +179,7 @@ def publish_accepted(work: Path, library: Path, outcome: Outcome) -> Path:
     meta = task.meta.model_copy(
         update={
             "baseline_score": score,
+            "public_baseline_scores": outcome.result.public_metrics,
             "self_debug_history": outcome.history,
             "tokens": task.meta.tokens + prompt + completion,
             "cost_usd": task.meta.cost_usd + cost,

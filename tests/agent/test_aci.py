@@ -170,6 +170,46 @@ def test_validate_scores_the_submission_and_shows_the_baseline(aci, toy_task: Pa
     assert aci.scores == [baseline]
 
 
+SPLIT_EVALUATE_PY = """\
+import json
+import os
+import sys
+
+assert os.path.exists(os.path.join(os.environ["STSC_PRIVATE_DIR"], "answers.csv"))
+if not os.path.exists("submission.csv"):
+    sys.exit("no submission")
+split = os.environ.get("STSC_SCORE_SPLIT")
+print(json.dumps({"accuracy": {"validate": 0.25, "submit": 0.75}[split]}))
+"""
+
+
+def test_validate_with_a_public_split_shows_public_rows_and_records_the_rest(
+    toy_task: Path, tmp_path: Path, sandbox_factory
+) -> None:
+    import shutil
+
+    task_dir = tmp_path / "split-task"
+    shutil.copytree(toy_task, task_dir)
+    (task_dir / "workspace" / "evaluate.py").write_text(SPLIT_EVALUATE_PY)
+    meta = json.loads((task_dir / "meta.json").read_text())
+    meta.update(public_split=True, public_baseline_scores={"accuracy": 0.2})
+    (task_dir / "meta.json").write_text(json.dumps(meta))
+    task = load_task(task_dir)
+    assert task.public_split and task.public_baseline_scores == {"accuracy": 0.2}
+    with sandbox_factory.start(task_dir / "workspace", "test-aci") as sandbox:
+        aci = AgentComputerInterface(sandbox, task, AgentConfig())
+        run(aci, "python baseline.py")
+        out = run(aci, "validate").splitlines()
+        assert out[1].startswith("Scores are on the public test rows")
+        assert out[2] == 'Baseline Score: {"accuracy": 0.2}'
+        assert out[3] == 'Evaluation Score: {"accuracy": 0.25}'
+        assert aci.scores == [{"accuracy": 0.75}]  # recorded: the final rows' score, never shown
+        submitted = aci.execute("submit")
+        assert submitted.text == 'Submission scored: {"accuracy": 0.75}'
+        assert aci.scores == [{"accuracy": 0.75}, {"accuracy": 0.75}]
+        aci.close()
+
+
 def test_scoring_uses_the_pristine_evaluator_and_keeps_labels_out_of_the_workspace(
     aci, toy_task: Path
 ) -> None:

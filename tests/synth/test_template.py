@@ -81,8 +81,10 @@ def test_evaluate_py_matches_sklearn_on_classification(tmp_path, metric):
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
     source, frame = _source(tmp_path, "sklearn/iris")
-    draft = build_task(source, frame, TemplatePlan(source.targets[0], metric), GeneratorConfig(), seed=0)
+    cfg = GeneratorConfig(public_fraction=0.0)  # every test row scored (the split has its own test)
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], metric), cfg, seed=0)
     task = load_task(write_task(tmp_path / draft.task_id, draft))
+    assert not (task.private / "public_ids.csv").exists() and not task.meta.public_split
     answers = pd.read_csv(task.private / "answers.csv")
     guess = answers.assign(species=["setosa" if i % 3 else "virginica" for i in range(len(answers))])
     guess.sample(frac=1.0, random_state=0).to_csv(task.workspace / "guess.csv", index=False)
@@ -104,7 +106,8 @@ def test_evaluate_py_matches_sklearn_on_regression(tmp_path, metric):
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
     source, frame = _source(tmp_path, "sklearn/diabetes")
-    draft = build_task(source, frame, TemplatePlan(source.targets[0], metric), GeneratorConfig(), seed=0)
+    cfg = GeneratorConfig(public_fraction=0.0)
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], metric), cfg, seed=0)
     task = load_task(write_task(tmp_path / draft.task_id, draft))
     answers = pd.read_csv(task.private / "answers.csv")
     guess = answers.assign(progression=answers.progression * 0.8 + 20)
@@ -118,6 +121,43 @@ def test_evaluate_py_matches_sklearn_on_regression(tmp_path, metric):
         "r2": r2_score(answers.progression, guess.progression),
     }[metric]
     assert json.loads(out.stdout) == pytest.approx({metric: expected})
+
+
+def test_validate_scores_the_public_rows_and_submit_the_others(tmp_path):
+    from sklearn.metrics import mean_absolute_error
+
+    source, frame = _source(tmp_path, "sklearn/diabetes")
+    cfg = GeneratorConfig(public_fraction=0.3)
+    draft = build_task(source, frame, TemplatePlan(source.targets[0], "mae"), cfg, seed=0)
+    task = load_task(write_task(tmp_path / draft.task_id, draft))
+    assert task.meta.public_split and "`validate` scores your submission on" in task.config.description
+    answers = pd.read_csv(task.private / "answers.csv")
+    public = set(pd.read_csv(task.private / "public_ids.csv").id)
+    assert len(public) == round(0.3 * len(answers)) and public < set(answers.id)
+    guess = answers.assign(progression=answers.progression * 0.8 + 20)
+    guess.to_csv(task.workspace / "guess.csv", index=False)
+    scores = {}
+    for split in ("validate", "submit", None):
+        env_split = {} if split is None else {"STSC_SCORE_SPLIT": split}
+        out = subprocess.run(
+            [sys.executable, "evaluate.py", "--submission_file", "guess.csv"], cwd=task.workspace,
+            env={**os.environ, "STSC_PRIVATE_DIR": str(task.private), **env_split},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        scores[split] = json.loads(out.stdout)["mae"]
+    rows = {"validate": answers.id.isin(public), "submit": ~answers.id.isin(public)}
+    for split, mask in rows.items():
+        expected = mean_absolute_error(answers.progression[mask], guess.progression[mask])
+        assert scores[split] == pytest.approx(expected)
+    assert scores[None] == scores["submit"], "the default is the final (submit) score"
+    assert scores["validate"] != scores["submit"]
+    bad = subprocess.run(
+        [sys.executable, "evaluate.py", "--submission_file", "guess.csv"], cwd=task.workspace,
+        env={**os.environ, "STSC_PRIVATE_DIR": str(task.private), "STSC_SCORE_SPLIT": "test"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "STSC_SCORE_SPLIT" in bad.stderr
 
 
 def test_evaluate_py_refuses_bad_submissions_and_missing_labels(tmp_path):

@@ -49,6 +49,9 @@ def test_template_tasks_are_accepted_with_their_baseline_recorded(template_libra
     for task in tasks:
         assert check_task_folder(task.path) == [], task.task_id
         assert task.config.baseline_scores == [{task.meta.metric: task.meta.baseline_score}]
+        # the baseline is also scored on the public rows, the score `validate` shows beside the agent's
+        assert task.meta.public_split and set(task.meta.public_baseline_scores) == {task.meta.metric}
+        assert task.meta.public_baseline_scores[task.meta.metric] != task.meta.baseline_score
         assert not (task.path / "build").exists()
         [history] = task.meta.self_debug_history
         assert history.step == "ok" and "no model to fix with" in history.skipped

@@ -6,6 +6,11 @@ Prints exactly one line, a JSON object holding the task's metric, and nothing el
 labels are read from the folder named by the STSC_PRIVATE_DIR environment variable (the scoring
 step provides it). The submission must hold the id column and the target column, with exactly one
 row per test id; otherwise the script exits non-zero and says what is wrong.
+
+When the private folder lists public ids (public_ids.csv), the test rows are split like a
+leaderboard: with STSC_SCORE_SPLIT=validate only the public rows are scored (what `validate` shows
+the agent); otherwise (submit, the default) only the other rows are, so the final score never uses
+rows whose score the agent has seen.
 """
 
 import argparse
@@ -17,6 +22,7 @@ import sys
 
 SPEC = {"id_column": "id", "target": "target", "task_type": "classification", "metric": "accuracy"}
 ANSWERS_FILE = "answers.csv"
+PUBLIC_IDS_FILE = "public_ids.csv"
 
 
 def fail(message):
@@ -95,6 +101,22 @@ def regression_score(y_true, y_pred, metric):
     return 1.0 - residual / total if total > 0 else 0.0
 
 
+def scored_ids(private_dir, ids):
+    """The test ids this run scores: the public ones for validate, the rest for submit."""
+    split = os.environ.get("STSC_SCORE_SPLIT") or "submit"
+    if split not in ("validate", "submit"):
+        fail(f"STSC_SCORE_SPLIT is {split!r}; use 'validate' or 'submit'")
+    path = os.path.join(private_dir, PUBLIC_IDS_FILE)
+    if not os.path.exists(path):
+        return ids
+    with open(path, newline="", encoding="utf-8") as f:
+        public = {row[SPEC["id_column"]].strip() for row in csv.DictReader(f)}
+    keys = [k for k in ids if (k in public) == (split == "validate")]
+    if not keys:
+        fail(f"the {split} split of the test rows is empty; check {PUBLIC_IDS_FILE}")
+    return keys
+
+
 def main():
     parser = argparse.ArgumentParser(description="Score a submission file.")
     parser.add_argument("--submission_file", default="submission.csv")
@@ -111,7 +133,7 @@ def main():
             f"the submission must have one row per id of data/test.csv ({len(truth)} rows); "
             f"missing ids: {missing[:5]} ({len(missing)} in all), unknown ids: {extra[:5]} ({len(extra)} in all)"
         )
-    keys = list(truth)
+    keys = scored_ids(private_dir, list(truth))
     if SPEC["task_type"] == "classification":
         score = classification_score(
             [label(truth[k]) for k in keys], [label(submitted[k]) for k in keys], SPEC["metric"]
