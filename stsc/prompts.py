@@ -36,9 +36,17 @@ class RenderedPrompt:
         return {"prompt": self.name, "prompt_sha256": self.sha256}
 
 
+@functools.lru_cache(maxsize=1)
 def default_prompts_dir() -> Path:
     """``conf/prompts`` of the checkout stsc is imported from."""
     return Path(stsc.__file__).resolve().parents[1] / "conf" / "prompts"
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(folder: str) -> Path:
+    """``folder`` made absolute (agents render a template every step; resolving is a syscall per
+    path component)."""
+    return Path(folder).resolve()
 
 
 def available(prompts_dir: Path | None = None) -> list[str]:
@@ -60,7 +68,7 @@ def render(name: str, /, prompts_dir: Path | None = None, **variables: Any) -> R
     """
     import jinja2
 
-    root = (Path(prompts_dir) if prompts_dir is not None else default_prompts_dir()).resolve()
+    root = _resolved(str(prompts_dir)) if prompts_dir is not None else default_prompts_dir()
     name = name.removesuffix(TEMPLATE_SUFFIX)
     path = root / f"{name}{TEMPLATE_SUFFIX}"
     try:

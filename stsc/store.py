@@ -48,8 +48,11 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     ``durable=False`` skips the fsyncs: still atomic for readers, but a power loss may lose the
     write. For files rewritten every step whose last version is made durable anyway."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # the folder usually exists: skip the mkdir syscalls (this runs once per agent step)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give files the usual mode
         with os.fdopen(fd, "wb") as f:

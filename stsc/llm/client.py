@@ -188,6 +188,10 @@ class LLMClient:
             kwargs["api_base"] = cfg.api_base
         if api_key:
             kwargs["api_key"] = api_key
+        if cfg.input_cost_per_token is not None or cfg.output_cost_per_token is not None:
+            # litellm prices every response itself; with the prices given it skips its model-map search
+            kwargs["input_cost_per_token"] = cfg.input_cost_per_token or 0.0
+            kwargs["output_cost_per_token"] = cfg.output_cost_per_token or 0.0
         start = time.monotonic()
         response = await asyncio.wait_for(
             load_litellm().acompletion(model=cfg.model, messages=messages, num_retries=0, **kwargs),

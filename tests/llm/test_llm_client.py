@@ -38,6 +38,7 @@ def test_a_completion_returns_text_tokens_and_the_configured_price(make_client, 
     assert request.messages == USER
     assert request.params["model"] == "fake-model"
     assert request.params["temperature"] == 0.0 and request.params["max_tokens"] == 64
+    assert not {"input_cost_per_token", "output_cost_per_token"} & request.params.keys(), "prices stay local"
 
 
 def test_usage_accumulates_over_calls_and_exports_metrics(make_client, openai_server):
