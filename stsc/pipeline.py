@@ -138,6 +138,7 @@ _PAPER_GRAPH = (
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher"),
+        2,
     ),
     StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), ()),
 )

@@ -81,6 +81,23 @@ def test_a_tiny_random_transformers_model_ends_with_a_recorded_status(
     assert (tmp_path / "run" / "stsc.json").exists()
 
 
+def test_student_responses_keep_their_think_markup_and_stop_at_the_end_of_turn(tmp_path) -> None:
+    from transformers import AutoTokenizer
+
+    from stsc.agent.parser import parse_response
+    from stsc.agent.policies.hf import response_text
+    from stsc.train.students import materialize_student
+
+    folder = materialize_student(StudentConfig(name="tiny", source="tiny"), tmp_path / "students")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    reply = "<think>\n\n</think>\n\nDISCUSSION\nList.\n\n```\nls -la\n```"
+    ids = tokenizer(reply + tokenizer.eos_token + "\nstray text", add_special_tokens=False)["input_ids"]
+    # the tiny tokenizer counts the markers as special: plain decoding drops them, not their newlines
+    assert tokenizer.decode(ids, skip_special_tokens=True).startswith("\n\n\n\nDISCUSSION")
+    assert response_text(tokenizer, ids) == reply
+    assert parse_response(response_text(tokenizer, ids)).action == "ls -la"
+
+
 def test_make_policy_rejects_unknown_kinds_and_missing_checkpoints() -> None:
     with pytest.raises(ConfigError, match="llm.*scripted.*submit_baseline.*transformers"):
         make_policy(PolicyConfig(kind="oracle"))

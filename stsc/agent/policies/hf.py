@@ -5,6 +5,11 @@ on the configured device (``auto``: the first CUDA device when there is one, els
 generates with the tokenizer's chat template, greedily at temperature 0. Generation runs in a
 worker thread, one call at a time per policy. Whatever text comes out is returned: malformed
 responses become format errors in the episode, never exceptions here.
+
+The response keeps its ``<think>`` markup even where the tokenizer counts those tokens as special:
+the episode parses the block into the thought, and the next prompt renders the turn exactly as the
+training template did. (Dropping the markers left their newlines at the start of every response,
+a prefix no training example had.)
 """
 
 from __future__ import annotations
@@ -100,5 +105,22 @@ class TransformersPolicy:
             except (RuntimeError, ValueError) as e:
                 raise LLMError(f"policy {self.name!r}: generation failed: {e}") from e
         new_tokens = output[0, n_prompt:]
-        text = tokenizer.decode(new_tokens, skip_special_tokens=True)
+        text = response_text(tokenizer, new_tokens)
         return PolicyReply(text=text, prompt_tokens=n_prompt, completion_tokens=int(new_tokens.shape[-1]))
+
+
+THINK_MARKERS = ("<think>", "</think>")
+
+
+def response_text(tokenizer: Any, tokens: Any) -> str:
+    """The generated text up to the end of the turn, without special tokens other than the
+    ``<think>`` markers."""
+    text = tokenizer.decode(tokens, skip_special_tokens=False)
+    eos = tokenizer.eos_token
+    if eos and eos in text:
+        text = text[: text.index(eos)]
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    specials = set(tokenizer.all_special_tokens) | {t.content for t in added.values() if t.special}
+    for special in specials - set(THINK_MARKERS):
+        text = text.replace(special, "")
+    return text
