@@ -138,9 +138,9 @@ _PAPER_GRAPH = (
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher"),
-        2,
+        3,
     ),
-    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), ()),
+    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 2),
 )
 for _spec in _PAPER_GRAPH:
     register(_spec)

@@ -105,7 +105,12 @@ def _aup_rows(evaluate_dir: Path | None) -> list[dict[str, str]]:
 
 
 def format_summary(
-    funnel: list[dict], costs: list[dict], units: dict, aup: list[dict], aup_meta: dict
+    funnel: list[dict],
+    costs: list[dict],
+    units: dict,
+    aup: list[dict],
+    aup_meta: dict,
+    paired: dict | None = None,
 ) -> str:
     out = io.StringIO()
     out.write("\nFunnel\n")
@@ -134,6 +139,15 @@ def format_summary(
         out.write("  " + "  ".join(f"{c:>14}" for c in cols) + "\n")
         for row in aup:
             out.write("  " + "  ".join(f"{row[c]:>14}" for c in cols) + "\n")
+    if paired:
+        p = paired
+        out.write(
+            f"\n{p['model']} - {p['reference']}: best AUP {p['best_delta']:+.3f} "
+            f"[{p['best_delta_lo']:+.3f}, {p['best_delta_hi']:+.3f}], last AUP {p['last_delta']:+.3f} "
+            f"[{p['last_delta_lo']:+.3f}, {p['last_delta_hi']:+.3f}] "
+            f"({round(p['confidence'] * 100)}% interval over resampled held-out tasks); per task "
+            f"{p['wins']} better, {p['ties']} tied, {p['losses']} worse\n"
+        )
     return out.getvalue()
 
 
@@ -164,11 +178,14 @@ def run_report(cfg: Any, ctx: Any) -> None:
     aup_meta = (
         read_json(evaluate_dir / "aup.json") if evaluate_dir and (evaluate_dir / "aup.json").exists() else {}
     )
-    summary = format_summary(funnel, costs, units, aup, aup_meta)
+    paired_path = evaluate_dir / "paired.json" if evaluate_dir else None
+    paired = read_json(paired_path) if paired_path and paired_path.exists() else None
+    summary = format_summary(funnel, costs, units, aup, aup_meta, paired)
     atomic_write_json(
         ctx.out_dir / "funnel.json",
-        {"funnel": funnel, "costs": costs, "unit_costs": units, "aup": aup, "aup_meta": aup_meta},
-    )
+        {"funnel": funnel, "costs": costs, "unit_costs": units, "aup": aup, "aup_meta": aup_meta,
+         "paired": paired},
+    )  # fmt: skip
     atomic_write_text(ctx.out_dir / "summary.txt", summary)
     _plot_funnel(funnel, ctx.out_dir / "funnel.png")
     ctx.log_table("funnel", [{k: v for k, v in r.items() if k != "dropped"} for r in funnel])

@@ -61,3 +61,18 @@ def test_report_walks_the_lineage_and_computes_unit_costs(tmp_path: Path) -> Non
     assert abs(ctx.report.metrics["usd_per_accepted_task"] - 1.0 / 4) < 1e-9
     assert abs(ctx.report.metrics["usd_per_kept_example"] - 3.0 / 5) < 1e-9
     assert (out / "funnel.png").stat().st_size > 1000
+
+
+def test_the_summary_states_the_student_difference_with_its_interval() -> None:
+    from stsc.report import format_summary
+
+    paired = {"model": "sft", "reference": "base", "best_delta": 0.011, "best_delta_lo": 0.004,
+              "best_delta_hi": 0.019, "last_delta": 0.011, "last_delta_lo": 0.004, "last_delta_hi": 0.019,
+              "wins": 4, "ties": 4, "losses": 0, "tasks": 8, "samples": 500, "confidence": 0.95}  # fmt: skip
+    text = format_summary([], [], {"usd_per_accepted_task": None, "usd_per_kept_example": None,
+                                   "total_usd": 0.0}, [], {}, paired)  # fmt: skip
+    assert "sft - base: best AUP +0.011 [+0.004, +0.019]" in text
+    assert "(95% interval over resampled held-out tasks); per task 4 better, 4 tied, 0 worse" in text
+    assert "sft - base" not in format_summary(
+        [], [], {"usd_per_accepted_task": None, "usd_per_kept_example": None, "total_usd": 0.0}, [], {}
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stsc.evaluation.aup import AUPResult, Interval, RunScore, aup_array, ratio_arrays, run_score
@@ -98,3 +99,92 @@ def bootstrap_intervals(
             }
         )
     return intervals[0], intervals[1]
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``model`` against ``reference`` on the same tasks: the AUP differences (model minus
+    reference) with percentile intervals from resampling *tasks*, and per-task wins, ties and losses
+    on the best-attempt performance ratio (lower is better; ties are equal ratios)."""
+
+    model: str
+    reference: str
+    best_delta: float
+    last_delta: float
+    best_ci: Interval
+    last_ci: Interval
+    wins: int
+    ties: int
+    losses: int
+    tasks: int
+    samples: int
+    confidence: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "reference": self.reference,
+            "best_delta": self.best_delta,
+            "best_delta_lo": self.best_ci.lo,
+            "best_delta_hi": self.best_ci.hi,
+            "last_delta": self.last_delta,
+            "last_delta_lo": self.last_ci.lo,
+            "last_delta_hi": self.last_ci.hi,
+            "wins": self.wins,
+            "ties": self.ties,
+            "losses": self.losses,
+            "tasks": self.tasks,
+            "samples": self.samples,
+            "confidence": self.confidence,
+        }
+
+    def sentence(self) -> str:
+        """One line for logs and the printed report."""
+        pct = round(self.confidence * 100)
+        return (
+            f"{self.model} vs {self.reference} on {self.tasks} tasks: best AUP {self.best_delta:+.3f} "
+            f"[{self.best_ci.lo:+.3f}, {self.best_ci.hi:+.3f}], last AUP {self.last_delta:+.3f} "
+            f"[{self.last_ci.lo:+.3f}, {self.last_ci.hi:+.3f}] ({pct}% task bootstrap, {self.samples} "
+            f"samples); per task {self.wins} better, {self.ties} tied, {self.losses} worse"
+        )
+
+
+def paired_comparison(
+    result: AUPResult, model: str, reference: str, samples: int, seed: int = 0, confidence: float = 0.95
+) -> PairedComparison:
+    """Compare two methods of one AUP result by resampling its tasks with replacement.
+
+    The penalised ratios of every task come from the whole pool and stay fixed; each resample draws
+    as many tasks as there are and recomputes both methods' AUP on the result's ``max_tau`` grid, so
+    the interval measures how much the difference depends on which tasks were drawn (the question
+    for held-out tasks), not on run-to-run noise (which ``bootstrap_intervals`` covers). Raises
+    ``ValueError`` for a method not in the result or ``samples < 1``.
+    """
+    import numpy as np
+
+    for name in (model, reference):
+        if name not in result.methods:
+            raise ValueError(f"{name!r} is not a method of this AUP result ({list(result.methods)})")
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"samples={samples} must be >= 1 and confidence={confidence} in (0, 1)")
+    i, j = result.methods.index(model), result.methods.index(reference)
+    rng = np.random.default_rng(seed)
+    n_t = len(result.tasks)
+    idx = rng.integers(0, n_t, size=(samples, n_t))
+    alpha = (1 - confidence) / 2 * 100
+    deltas, intervals = [], []
+    for table in (result.best_ratios, result.last_ratios):
+        ratios = table.ratios.array()[[i, j]]  # (2, tasks)
+        point = aup_array(ratios, result.max_tau)
+        deltas.append(round(float(point[0] - point[1]), 3))
+        drawn = aup_array(ratios[:, idx].transpose(1, 0, 2), result.max_tau)  # (samples, 2)
+        lo, hi = np.percentile(drawn[:, 0] - drawn[:, 1], [alpha, 100 - alpha])
+        intervals.append(Interval(round(float(lo), 3), round(float(hi), 3)))
+    best = result.best_ratios.ratios.array()
+    wins = int(np.sum(best[i] < best[j]))
+    losses = int(np.sum(best[i] > best[j]))
+    return PairedComparison(
+        model=model, reference=reference, best_delta=deltas[0], last_delta=deltas[1],
+        best_ci=intervals[0], last_ci=intervals[1], wins=wins, ties=n_t - wins - losses, losses=losses,
+        tasks=n_t, samples=samples, confidence=confidence,
+    )  # fmt: skip

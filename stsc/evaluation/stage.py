@@ -15,7 +15,10 @@ Output (``ctx.out_dir``):
 - ``suite.json`` (tasks, scoring, tasks left out), ``split.json`` (library suite), ``mlgym_tasks/``
   (MLGym suite: the imported task folders);
 - ``aup.csv``, ``best_scores.csv``, ``last_scores.csv``, ``aup.json``, ``performance_profile.png``:
-  AUP over the explicit pool (the methods plus ``baseline``) with seeded bootstrap intervals.
+  AUP over the explicit pool (the methods plus ``baseline``) with seeded bootstrap intervals;
+- ``paired.json`` (both students in the pool): the SFT student's AUP minus the base student's, with
+  intervals from resampling the held-out tasks, and per-task wins/ties/losses (metrics
+  ``aup_delta_best.sft_vs_base`` and its ``_lo``/``_hi``, ``aup_delta_last.sft_vs_base``).
 
 Tracking: tables ``aup``, ``scores_best``, ``scores_last``, ``exit_status_counts`` (episodes per
 method and exit status; unfinished ones under their outcome) and ``episodes``; metrics
@@ -48,15 +51,17 @@ from stsc.rollout.collector import EpisodeOutcome, Outcome
 from stsc.rollout.folders import RolloutFolders, Spend
 from stsc.rollout.plan import EpisodePlan
 from stsc.sandbox.base import SandboxFactory
-from stsc.store import StageContext
+from stsc.store import StageContext, atomic_write_json
 
 if TYPE_CHECKING:
+    from stsc.evaluation.aup import AUPResult
     from stsc.rollout.budget import SpendLedger
     from stsc.rollout.progress import RolloutProgress
 
 log = logging.getLogger(__name__)
 
 LLM_CACHE_DIR = "llm_cache"
+PAIRED_FILE = "paired.json"  # the SFT student against the base student, tasks resampled
 
 
 @dataclass(frozen=True)
@@ -260,6 +265,7 @@ def _score_and_report(
         runs, suite.scorings(), pool, suite.task_ids, bootstrap=cfg.eval.bootstrap_samples, seed=ctx.seed
     )
     paths = write_aup_outputs(result, ctx.out_dir)
+    paths += _compare_students(cfg, ctx, result)
     log.info("evaluate: AUP over %s + baseline, max_tau %g: %s", pool, result.max_tau,
              {m: (result.best_aup[m], result.last_aup[m]) for m in result.methods})  # fmt: skip
     ctx.log_table("aup", result.rows())
@@ -274,6 +280,33 @@ def _score_and_report(
     ctx.report.metrics.update({f"aup_last.{m}": v for m, v in result.last_aup.items()})
     ctx.report.metrics["max_tau"] = result.max_tau
     ctx.report.notes.update(pool=pool, tasks=suite.task_ids, max_tau=result.max_tau)
+
+
+def _compare_students(cfg: RootConfig, ctx: StageContext, result: AUPResult) -> list[Path]:
+    """With both students in the pool: the SFT student against the base one, task-bootstrapped
+    (``paired.json``, metrics ``aup_delta_*``); returns the files written."""
+    from stsc.evaluation.bootstrap import paired_comparison
+    from stsc.evaluation.models import BASE, SFT
+
+    if SFT not in result.pool or BASE not in result.pool:
+        return []
+    comparison = paired_comparison(
+        result, SFT, BASE, samples=cfg.eval.bootstrap_samples or 1000, seed=ctx.seed
+    )
+    log.info("evaluate: %s", comparison.sentence())
+    path = ctx.out_dir / PAIRED_FILE
+    atomic_write_json(path, comparison.as_dict())
+    ctx.log_table("paired", [comparison.as_dict()])
+    key = f"{SFT}_vs_{BASE}"
+    ctx.report.metrics.update(
+        {
+            f"aup_delta_best.{key}": comparison.best_delta,
+            f"aup_delta_best_lo.{key}": comparison.best_ci.lo,
+            f"aup_delta_best_hi.{key}": comparison.best_ci.hi,
+            f"aup_delta_last.{key}": comparison.last_delta,
+        }
+    )
+    return [path]
 
 
 def _funnel(

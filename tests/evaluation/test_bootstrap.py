@@ -73,3 +73,39 @@ def test_published_results_get_ordered_intervals_for_every_method(mlgym_runs_dir
         "last_aup_lo",
         "last_aup_hi",
     ]
+
+
+def test_paired_comparison_resamples_tasks_and_counts_wins(write_run, tmp_path: Path) -> None:
+    from stsc.evaluation.bootstrap import paired_comparison
+
+    scorings = {f"t{i}": ACC for i in range(6)}
+    for i in range(6):
+        task = f"t{i}"
+        write_run("sft", task, agent=[{"acc": 0.6 if i < 3 else 0.0}], baseline={"acc": 0.6}, root=tmp_path)
+        write_run("base", task, agent=[{"acc": 0.0}], baseline={"acc": 0.6}, root=tmp_path)
+    result = compute_aup(load_runs(tmp_path), scorings, ["sft", "base"])
+    c = paired_comparison(result, "sft", "base", samples=2000, seed=3)
+    assert (c.wins, c.ties, c.losses, c.tasks) == (3, 3, 0, 6)
+    assert c.best_delta == round(result.best_aup["sft"] - result.best_aup["base"], 3) > 0
+    # sft is never worse on a task, so no resample of tasks can make the difference negative; it is
+    # zero only when all six draws land on tied tasks (probability 1/64, inside a 95% interval's tail)
+    assert 0 <= c.best_ci.lo < c.best_delta < c.best_ci.hi
+    assert c.as_dict()["best_delta_lo"] == c.best_ci.lo and "3 better, 3 tied, 0 worse" in c.sentence()
+    assert paired_comparison(result, "sft", "base", samples=2000, seed=3) == c, "seeded"
+    same = paired_comparison(result, "base", "base", samples=50)
+    assert (same.best_delta, same.best_ci.lo, same.best_ci.hi, same.wins, same.losses) == (0, 0, 0, 0, 0)
+    worse = paired_comparison(result, "base", "sft", samples=2000, seed=3)
+    assert worse.best_delta == -c.best_delta and worse.best_ci.hi == -c.best_ci.lo
+
+
+def test_paired_comparison_rejects_unknown_methods(write_run, tmp_path: Path) -> None:
+    import pytest
+
+    from stsc.evaluation.bootstrap import paired_comparison
+
+    runs = _two_task_runs(write_run, tmp_path / "runs", flaky_runs=0)
+    result = compute_aup(runs, SCORINGS, ["steady", "flaky"])
+    with pytest.raises(ValueError, match="'sft' is not a method"):
+        paired_comparison(result, "sft", "steady", samples=10)
+    with pytest.raises(ValueError, match="samples=0"):
+        paired_comparison(result, "flaky", "steady", samples=0)

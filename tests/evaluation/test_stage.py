@@ -208,6 +208,15 @@ def test_students_behind_vllm_servers_answer_under_their_served_names(library: P
     assert asked == {"sft": {"sft"}, "base": {"base"}}
     statuses = {(r["model"], r["exit_status"]): r["count"] for r in ctx.tables["exit_status_counts"]}
     assert statuses == {("base", "submitted"): 2, ("sft", "submitted"): 2}
+    [paired] = ctx.tables["paired"]  # same replies, same scores: no difference on any task
+    assert json.loads((ctx.out_dir / "paired.json").read_text()) == paired
+    assert (paired["model"], paired["reference"], paired["best_delta"], paired["ties"]) == (
+        "sft",
+        "base",
+        0,
+        2,
+    )
+    assert ctx.report.metrics["aup_delta_best.sft_vs_base"] == 0
 
 
 def test_infrastructure_failures_are_retried_then_dropped(library: Path, tmp_path: Path) -> None:
