@@ -125,7 +125,9 @@ _PAPER_GRAPH = (
     StageSpec(
         "validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm"), 2
     ),
-    StageSpec("rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split")),
+    StageSpec(
+        "rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split"), 2
+    ),
     StageSpec(
         "curate",
         "stsc.curate:run_curate",
@@ -138,7 +140,7 @@ _PAPER_GRAPH = (
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher"),
-        3,
+        4,
     ),
     StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 2),
 )

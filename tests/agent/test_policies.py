@@ -35,11 +35,16 @@ def test_the_scripted_researcher_beats_the_baseline_and_submits_its_best(
     assert result.last_score == result.best_score
     steps = trajectory(tmp_path / "run")
     actions = [s["action"] for s in steps]
-    assert actions[:2] == ["ls -la && ls -la data", 'open "baseline.py"']
+    assert actions[:4] == [
+        "ls -la && ls -la data",
+        "rm -f submission.csv && python baseline.py",
+        "validate",
+        'open "baseline.py"',
+    ]  # the baseline runs first: a submission is in place from the third step on
     assert "create model_hist_gradient_boosting.py" in actions and "create model_random_forest.py" in actions
     assert sum(a.startswith("edit 1:1\n") for a in actions) == 2 and actions[-1] == "submit"
     assert actions.count("validate") == 3 and len(result.scores) == 4
-    assert "Task type: classification." in steps[2]["thought"]
+    assert "Task type: classification." in steps[4]["thought"]
     assert all("File updated" in s["observation"] for s in steps if s["action"].startswith("edit"))
     for step in steps:  # every response is valid training data in the agent format
         assert parse_response(step["response"]).action == step["action"]
@@ -149,7 +154,7 @@ def test_the_scripted_researcher_solves_template_tasks_of_both_types(sandbox_fac
         assert result.best_score is not None
         expected_type = json.loads((task_dir / "meta.json").read_text())["task_type"]
         assert (
-            f"Task type: {expected_type}." in trajectory(tmp_path / task.task_id, task.task_id)[2]["thought"]
+            f"Task type: {expected_type}." in trajectory(tmp_path / task.task_id, task.task_id)[4]["thought"]
         )
 
 

@@ -5,8 +5,9 @@ ordinary trajectories. They are stateless: every decision is derived from the me
 the latest observation and the notes their own earlier discussions wrote down, which the history
 processor always keeps).
 
-``ScriptedPolicy`` works like a careful junior researcher: it lists the workspace, reads the
-baseline and the data, runs and validates the baseline, then for each of ``attempts`` stronger
+``ScriptedPolicy`` works like a careful junior researcher: it lists the workspace, runs and
+validates the baseline (a reference score, and a submission in place from the start), reads the
+baseline and the data, then for each of ``attempts`` stronger
 scikit-learn models (chosen by the task type it read from the files) creates a script, writes it
 with ``edit``, runs it and validates it; finally it restores the best submission and submits.
 ``SubmitBaselinePolicy`` runs the baseline and submits it.
@@ -123,24 +124,27 @@ class ScriptedPolicy:
         steps = [
             ("First I look at the files in the workspace and the data folder.", "ls -la && ls -la data"),
             (
+                "I run the baseline as it is to get a first submission file.",
+                "rm -f submission.csv && python baseline.py",
+            ),
+            ("I validate the baseline submission to get a reference score.", "validate"),
+            (
                 "Next I read the baseline to see how it loads the data and which model it trains.",
                 'open "baseline.py"',
             ),
         ]
-        if len(t.actions) < 2:
+        if len(t.actions) < len(steps):
             return steps
         match = _TASK_TYPE_NOTE.search(t.notes)
         task_type = match.group(1) if match else _task_type(t.task, t.observation)
         kind = "not clear yet" if task_type == "auto" else f"a {task_type} problem"
-        steps += [
+        steps.append(
             (
                 f"Task type: {task_type}. From the description and the baseline this is {kind}. I check the "
                 "columns of the data and the expected submission layout.",
                 "head -n 5 data/train.csv && head -n 3 sample_submission.csv",
-            ),
-            ("I run the baseline to get its submission file.", "rm -f submission.csv && python baseline.py"),
-            ("I validate the baseline submission to get a reference score.", "validate"),
-        ]
+            )
+        )
         for choice in choices_for(task_type)[: self.attempts]:
             steps += self._variant_steps(choice, task_type)
         return steps
