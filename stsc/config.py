@@ -289,6 +289,10 @@ class CurateConfig:
     truncate: bool = True  # cut to max_seq_len at turn boundaries
     max_seq_len: int = 32768
     history_view: str = "processed"  # "processed" (what the model saw) | "full"
+    # "trajectory": one multi-turn example per trajectory, every response trained in the final view;
+    # "step": one example per response, in the exact view the model had at that step, trained on
+    # that response only (consistent with last_n_observations; roughly steps-times more tokens)
+    examples: str = "trajectory"
     include_system: bool = True
     thinking: str = "keep"  # "keep" | "strip" <think> blocks
     task_fraction: float = 1.0  # fraction of training tasks kept (scaling sweeps)
@@ -484,6 +488,7 @@ CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "agent.history.kind": ("agent.history.kind", ("last_n_observations", "full")),
     "teacher.kind": ("teacher.kind", ("llm", "scripted", "submit_baseline", "transformers")),
     "curate.history_view": ("curate.history_view", ("processed", "full")),
+    "curate.examples": ("curate.examples", ("trajectory", "step")),
     "curate.thinking": ("curate.thinking", ("keep", "strip")),
     "student.source": ("student.source", ("hub", "gguf_package", "tiny")),
     "sft.method": ("sft.method", ("lora", "full")),

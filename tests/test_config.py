@@ -58,6 +58,8 @@ def test_an_unknown_key_in_an_override_names_the_key() -> None:
 def test_an_invalid_choice_fails_listing_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"sandbox.backend='kubernetes'.*\['local', 'docker'\]"):
         to_root_config(_compose(["sandbox.backend=kubernetes"]))
+    with pytest.raises(ConfigError, match=r"curate.examples='turn'.*\['trajectory', 'step'\]"):
+        to_root_config(_compose(["curate.examples=turn"]))
 
 
 def test_distributed_training_requires_the_accelerate_launcher() -> None:

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stsc.config import CurateConfig, HistoryConfig, StudentConfig
-from stsc.curate.convert import actions_sha256, best_score, build_messages, check_scores, read_run
+from stsc.curate.convert import (
+    actions_sha256,
+    best_score,
+    build_messages,
+    build_step_examples,
+    check_scores,
+    read_run,
+)
 from stsc.curate.records import DropReason, Outcome, RunJob
 from stsc.curate.tokens import TokenCounter, load_student_tokenizer, truncate_turns
 from stsc.errors import UnusableTrajectoryError
@@ -71,6 +78,8 @@ def examine(job: RunJob, settings: BuildSettings, counter: TokenCounter) -> Outc
     total = counter.count(messages)
     if cfg.max_total_tokens is not None and total > cfg.max_total_tokens:
         return Outcome(**ids, reason=DropReason.TOO_MANY_TOKENS, tokens_full=total)
+    if cfg.examples == "step":
+        return _step_outcome(ids, record.history, settings, counter, total)
     turns, kept, tokens = len([m for m in messages if m["role"] == "assistant"]), messages, total
     if cfg.truncate and total > cfg.max_seq_len:
         fitted = truncate_turns(messages, counter, cfg.max_seq_len)
@@ -88,9 +97,38 @@ def examine(job: RunJob, settings: BuildSettings, counter: TokenCounter) -> Outc
     )
 
 
-def row_line(messages: list[dict[str, str]]) -> str:
-    """One JSONL row of the SFT set (no trailing newline)."""
-    return json.dumps({"messages": messages}, ensure_ascii=False)
+def _step_outcome(
+    ids: dict, history: list[dict], settings: BuildSettings, counter: TokenCounter, total: int
+) -> Outcome:
+    """``curate.examples=step``: one row per response whose view fits ``max_seq_len`` (with
+    ``truncate``; without it every step is kept)."""
+    cfg = settings.curate
+    rows, skipped = [], 0
+    for messages in build_step_examples(history, cfg, settings.history):
+        tokens = counter.count(messages)
+        if cfg.truncate and tokens > cfg.max_seq_len:
+            skipped += 1
+            continue
+        rows.append((row_line(messages, last_only=True), tokens))
+    if not rows:
+        return Outcome(**ids, reason=DropReason.FIRST_TURN_TOO_LONG, tokens_full=total)
+    return Outcome(
+        **ids,
+        tokens_full=total,
+        tokens=sum(t for _, t in rows),
+        turns=len(rows),
+        turns_truncated=skipped,
+        steps=tuple(rows),
+    )
+
+
+def row_line(messages: list[dict[str, str]], last_only: bool = False) -> str:
+    """One JSONL row of the SFT set (no trailing newline); ``last_only`` marks a row whose last
+    response alone is trained (``"loss": "last"``)."""
+    row: dict = {"messages": messages}
+    if last_only:
+        row["loss"] = "last"
+    return json.dumps(row, ensure_ascii=False)
 
 
 class Deduplicator:

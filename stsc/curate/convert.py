@@ -18,6 +18,10 @@ because they are not the teacher's output, and messages after the last response 
 observation) are left out because nothing is learned from them. ``curate.include_system`` keeps or
 removes the system prompt; ``curate.thinking: strip`` removes ``<think>`` blocks from responses
 (with ``keep`` they stay in the content, where the student's chat template renders them).
+
+``curate.examples: step`` (``build_step_examples``) makes one example per response instead: the
+view the model had when it wrote that response (the processor applied to the history up to it),
+then the response, which alone is trained (``{"loss": "last"}`` in the row).
 """
 
 from __future__ import annotations
@@ -153,18 +157,17 @@ def strip_thinking(content: str) -> str:
     return rest.lstrip()
 
 
-def build_messages(
-    history: list[dict[str, Any]], cfg: CurateConfig, history_cfg: HistoryConfig
-) -> list[Message]:
-    """The example's ``{"role", "content"}`` messages (see the module docstring); raises
+def _teacher_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history without demonstrations and without anything after the last response; raises
     ``UnusableTrajectoryError(NO_ASSISTANT_TURN)`` when the teacher never responded."""
     history = [m for m in history if not m.get("is_demo")]
     last = max((i for i, m in enumerate(history) if m["role"] == "assistant"), default=-1)
     if last < 0:
         raise UnusableTrajectoryError(DropReason.NO_ASSISTANT_TURN)
-    history = history[: last + 1]
-    kind = history_cfg.kind if cfg.history_view == "processed" else "full"
-    view = process_history(history, HistoryConfig(kind=kind, n=history_cfg.n))
+    return history[: last + 1]
+
+
+def _render(view: list[dict[str, Any]], cfg: CurateConfig) -> list[Message]:
     if not cfg.include_system:
         view = [m for m in view if m["role"] != "system"]
     if cfg.thinking == "strip":
@@ -172,3 +175,30 @@ def build_messages(
             {**m, "content": strip_thinking(m["content"])} if m["role"] == "assistant" else m for m in view
         ]
     return [{"role": m["role"], "content": m["content"]} for m in view]
+
+
+def build_step_examples(
+    history: list[dict[str, Any]], cfg: CurateConfig, history_cfg: HistoryConfig
+) -> list[list[Message]]:
+    """One example per response, each the view the model had at that step plus the response (see
+    the module docstring); raises ``UnusableTrajectoryError(NO_ASSISTANT_TURN)`` like
+    ``build_messages``."""
+    history = _teacher_history(history)
+    kind = history_cfg.kind if cfg.history_view == "processed" else "full"
+    processor = HistoryConfig(kind=kind, n=history_cfg.n)
+    examples = []
+    for i, message in enumerate(history):
+        if message["role"] == "assistant":
+            examples.append(_render([*process_history(history[:i], processor), message], cfg))
+    return examples
+
+
+def build_messages(
+    history: list[dict[str, Any]], cfg: CurateConfig, history_cfg: HistoryConfig
+) -> list[Message]:
+    """The example's ``{"role", "content"}`` messages (see the module docstring); raises
+    ``UnusableTrajectoryError(NO_ASSISTANT_TURN)`` when the teacher never responded."""
+    history = _teacher_history(history)
+    kind = history_cfg.kind if cfg.history_view == "processed" else "full"
+    view = process_history(history, HistoryConfig(kind=kind, n=history_cfg.n))
+    return _render(view, cfg)

@@ -68,6 +68,9 @@ class Outcome:
     turns_truncated: int = 0  # trailing assistant turns removed by truncation
     best_score: float | None = None
     line: str | None = None
+    # curate.examples=step: one (JSONL row, tokens) per kept response; ``line`` is then None and
+    # ``turns_truncated`` counts the responses whose view exceeded max_seq_len
+    steps: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass

@@ -90,23 +90,29 @@ class Tally:
         self.stats.trajectories += 1
         task = self._task(outcome.task_id)
         task.trajectories += 1
-        task.examples += 1
-        task.tokens += outcome.tokens
-        self.lengths.append(outcome.tokens)
         self.stats.truncated_examples += int(outcome.turns_truncated > 0)
         self.stats.turns_truncated += outcome.turns_truncated
-        self.index.append(
-            {
+        # one example per trajectory, or one per response (curate.examples=step)
+        examples = (
+            [(outcome.tokens, outcome.turns)] if not outcome.steps else [(t, 1) for _, t in outcome.steps]
+        )
+        for step, (tokens, turns) in enumerate(examples):
+            task.examples += 1
+            task.tokens += tokens
+            self.lengths.append(tokens)
+            row = {
                 "row": len(self.index),
                 "task_id": outcome.task_id,
                 "run": outcome.run,
-                "tokens": outcome.tokens,
+                "tokens": tokens,
                 "tokens_full": outcome.tokens_full,
-                "turns": outcome.turns,
+                "turns": turns,
                 "turns_truncated": outcome.turns_truncated,
                 "best_score": outcome.best_score,
             }
-        )
+            if outcome.steps:
+                row["run_example"] = step  # position among the kept responses of the run
+            self.index.append(row)
 
     def finish(self) -> CurateStats:
         s, lengths = self.stats, sorted(self.lengths)
@@ -178,8 +184,9 @@ def run_curate(cfg: RootConfig, ctx: StageContext) -> None:
             if outcome.reason is not None:
                 tally.drop(outcome.task_id, outcome.reason)
                 continue
-            assert outcome.line is not None
-            sft.write(outcome.line + "\n")
+            lines = [line for line, _ in outcome.steps] or [outcome.line]
+            assert all(line is not None for line in lines)
+            sft.write("".join(f"{line}\n" for line in lines))
             tally.keep(outcome)
     stats = tally.finish()
     write_jsonl(ctx.out_dir / INDEX_FILE, tally.index)

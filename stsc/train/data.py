@@ -2,7 +2,8 @@
 
 Each row ``{"messages": [...]}`` is rendered with the student's training chat template; tokens
 inside ``{% generation %}`` markers (assistant turns, end-of-turn token included) keep their id as
-label, every other token gets ``-100``. Examples longer than ``max_length`` are truncated (the
+label, every other token gets ``-100``; a row with ``"loss": "last"`` (``curate.examples=step``)
+trains its last assistant turn only. Examples longer than ``max_length`` are truncated (the
 start is kept) or dropped, as configured, and always counted; nothing is removed silently: every
 example that does not reach the trainer has a ``DropReason``. Untrained tokens after an example's
 last trained token are left out: attention is causal, so they cannot change the loss, only cost.
@@ -70,12 +71,15 @@ def valid_messages(row: Any) -> bool:
 
 
 def tokenize_messages(
-    tokenizer: Any, messages: list[dict[str, str]], assistant_only_loss: bool = True
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    assistant_only_loss: bool = True,
+    last_turn_only: bool = False,
 ) -> dict:
     """``{"input_ids", "labels"}`` of one conversation, rendered with the tokenizer's template.
 
     With ``assistant_only_loss`` the labels are ``-100`` exactly outside the template's generation
-    spans; otherwise every token is trained.
+    spans (with ``last_turn_only``, outside the last span); otherwise every token is trained.
     """
     out = tokenizer.apply_chat_template(
         [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -86,7 +90,13 @@ def tokenize_messages(
     ids = list(out["input_ids"])
     if not assistant_only_loss:
         return {"input_ids": ids, "labels": list(ids)}
-    mask = out["assistant_masks"]
+    mask = list(out["assistant_masks"])
+    if last_turn_only and any(mask):
+        end = max(i for i, m in enumerate(mask) if m)
+        start = end
+        while start > 0 and mask[start - 1]:
+            start -= 1
+        mask = [int(start <= i <= end) for i in range(len(mask))]
     labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
     return {"input_ids": ids, "labels": labels}
 
@@ -97,7 +107,7 @@ def _tokenize_row(
     """datasets.map function: tokenize, apply the length policy, record what happened."""
     if not any(m["role"] == "assistant" for m in row["messages"]):
         return _dropped(DropReason.NO_ASSISTANT_TURN, 0)
-    ex = tokenize_messages(tokenizer, row["messages"], assistant_only_loss)
+    ex = tokenize_messages(tokenizer, row["messages"], assistant_only_loss, row.get("loss") == "last")
     n_full = len(ex["input_ids"])
     status = "kept"
     if n_full > max_length:
@@ -148,11 +158,13 @@ def build_sft_dataset(
         assistant_only_loss=assistant_only_loss,
         examples_in=len(rows),
     )
-    good = [{"messages": r["messages"]} for r in rows if valid_messages(r)]
+    good = [{"messages": r["messages"], "loss": r.get("loss")} for r in rows if valid_messages(r)]
     if len(good) < len(rows):
         stats.drop(DropReason.INVALID_MESSAGES, len(rows) - len(good))
         logger.warning("%d SFT rows are not valid message lists and are dropped", len(rows) - len(good))
-    ds = datasets.Dataset.from_list(good) if good else datasets.Dataset.from_dict({"messages": []})
+    ds = (
+        datasets.Dataset.from_list(good) if good else datasets.Dataset.from_dict({"messages": [], "loss": []})
+    )
     ds = ds.map(
         _tokenize_row,
         fn_kwargs={
@@ -161,7 +173,7 @@ def build_sft_dataset(
             "overlong": overlong,
             "assistant_only_loss": assistant_only_loss,
         },
-        remove_columns=["messages"],
+        remove_columns=["messages", "loss"],
         num_proc=num_proc if num_proc and len(good) > 1 else None,
         desc="Tokenizing the SFT set",
     )

@@ -87,3 +87,36 @@ def test_the_pipeline_registers_this_stage_with_its_inputs() -> None:
     spec = get_spec("curate")
     assert spec.load() is run_curate
     assert set(spec.after) == {"rollout", "validate"} and "agent.history" in spec.config
+
+
+def test_step_examples_are_each_calls_prompt_plus_its_response_trained_alone(
+    tmp_path: Path, store: Path, tokenizer
+) -> None:
+    from stsc.curate import run_curate
+    from tests.curate.golden import DATA, root_config, stage_context
+
+    cfg = root_config(examples="step")
+    out = tmp_path / "step"
+    run_curate(cfg, stage_context(cfg, out, store, DATA, DATA))
+    history = _traj()["history"]
+    calls = [i for i, m in enumerate(history) if m["role"] == "assistant"]
+    rows = _rows(out)
+    assert len(rows) == len(calls) and all(row["loss"] == "last" for row in rows)
+    for row, i in zip(rows, calls, strict=True):
+        # exactly what the agent sent the model at that step, then the response it got
+        prompt = process_history(history[:i], HistoryConfig())
+        assert row["messages"] == prompt + [{"role": "assistant", "content": history[i]["content"]}]
+    # an early step sees its recent observations in full (the trajectory view elides them)
+    step3_users = [m["content"] for m in rows[3]["messages"] if m["role"] == "user"]
+    assert not any(u.startswith("Old output omitted") for u in step3_users)
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    stats = json.loads((out / "stats.json").read_text())
+    assert [r["run_example"] for r in index] == list(range(len(calls))) and stats["examples"] == len(calls)
+    assert stats["trajectories"] == 1 and stats["tokens_total"] == sum(r["tokens"] for r in index)
+    # the SFT stage trains the last response only
+    ex = tokenize_messages(tokenizer, rows[3]["messages"], last_turn_only=True)
+    trained = [t for t, label in zip(ex["input_ids"], ex["labels"], strict=True) if label != -100]
+    text = tokenizer.decode(trained)
+    assert rows[3]["messages"][-1]["content"] in text and text.count("DISCUSSION") == 1
+    every = tokenize_messages(tokenizer, rows[3]["messages"])
+    assert sum(label != -100 for label in every["labels"]) > len(trained)

@@ -54,6 +54,24 @@ def test_without_assistant_only_loss_every_token_is_trained(tiny_tokenizer, agen
     assert example["labels"] == example["input_ids"]
 
 
+def test_a_step_row_trains_its_last_assistant_turn_only(tokenizer, agent_rows):
+    messages = next(
+        r["messages"] for r in agent_rows if sum(m["role"] == "assistant" for m in r["messages"]) > 2
+    )
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    messages = messages[: last + 1]
+    ds, stats = build_sft_dataset(
+        [{"messages": messages, "loss": "last"}, {"messages": messages}], tokenizer, 100_000
+    )
+    step, whole = ds[0], ds[1]
+    assert step["input_ids"] == whole["input_ids"]
+    _, trained = expected_trained(tokenizer, messages)
+    # the trained tokens of the step row are the last run of the whole row's trained tokens
+    start = max(i for i, t in enumerate(trained) if not t) + 1
+    assert [label != IGNORE_INDEX for label in step["labels"]] == [i >= start for i in range(len(trained))]
+    assert stats.examples_kept == 2
+
+
 def _lengths(tokenizer, rows):
     return [len(tokenize_messages(tokenizer, r["messages"])["input_ids"]) for r in rows]
 
