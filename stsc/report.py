@@ -140,14 +140,9 @@ def format_summary(
         for row in aup:
             out.write("  " + "  ".join(f"{row[c]:>14}" for c in cols) + "\n")
     if paired:
-        p = paired
-        out.write(
-            f"\n{p['model']} - {p['reference']}: best AUP {p['best_delta']:+.3f} "
-            f"[{p['best_delta_lo']:+.3f}, {p['best_delta_hi']:+.3f}], last AUP {p['last_delta']:+.3f} "
-            f"[{p['last_delta_lo']:+.3f}, {p['last_delta_hi']:+.3f}] "
-            f"({round(p['confidence'] * 100)}% interval over resampled held-out tasks); per task "
-            f"{p['wins']} better, {p['ties']} tied, {p['losses']} worse\n"
-        )
+        from stsc.evaluation.bootstrap import describe_paired
+
+        out.write(f"\n{describe_paired(paired)}\n")
     return out.getvalue()
 
 

@@ -159,14 +159,10 @@ class AgentComputerInterface:
             if outcome.status is ScoreStatus.OK:
                 self._score("submit")
             baseline = self.task.public_baseline_scores or self.task.baseline_scores
+            note = "Scores are on the public test rows; the final score of `submit` uses the other rows.\n"
         else:
-            outcome, baseline = self._score("submit"), self.task.baseline_scores
+            outcome, baseline, note = self._score("submit"), self.task.baseline_scores, ""
         if outcome.status is ScoreStatus.OK:
-            note = (
-                "Scores are on the public test rows; the final score of `submit` uses the other rows.\n"
-                if self.task.public_split
-                else ""
-            )
             return Observation(
                 f"Your code produced a valid submission file ({self.sandbox.workspace}/{self.task.submission_file}).\n"
                 f"{note}"

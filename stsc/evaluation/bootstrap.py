@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stsc.evaluation.aup import AUPResult, Interval, RunScore, aup_array, ratio_arrays, run_score
 from stsc.evaluation.mlgym_tasks import TaskScoring
@@ -140,13 +140,19 @@ class PairedComparison:
 
     def sentence(self) -> str:
         """One line for logs and the printed report."""
-        pct = round(self.confidence * 100)
-        return (
-            f"{self.model} vs {self.reference} on {self.tasks} tasks: best AUP {self.best_delta:+.3f} "
-            f"[{self.best_ci.lo:+.3f}, {self.best_ci.hi:+.3f}], last AUP {self.last_delta:+.3f} "
-            f"[{self.last_ci.lo:+.3f}, {self.last_ci.hi:+.3f}] ({pct}% task bootstrap, {self.samples} "
-            f"samples); per task {self.wins} better, {self.ties} tied, {self.losses} worse"
-        )
+        return describe_paired(self.as_dict())
+
+
+def describe_paired(p: Mapping[str, Any]) -> str:
+    """The line stating a paired comparison, from its ``as_dict`` form (also read back from
+    ``paired.json``)."""
+    return (
+        f"{p['model']} - {p['reference']}: best AUP {p['best_delta']:+.3f} "
+        f"[{p['best_delta_lo']:+.3f}, {p['best_delta_hi']:+.3f}], last AUP {p['last_delta']:+.3f} "
+        f"[{p['last_delta_lo']:+.3f}, {p['last_delta_hi']:+.3f}] "
+        f"({round(p['confidence'] * 100)}% interval over resampled held-out tasks); per task "
+        f"{p['wins']} better, {p['ties']} tied, {p['losses']} worse"
+    )
 
 
 def paired_comparison(

@@ -224,18 +224,13 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
     )
     if task.meta.public_split:
         public = _evaluate(sandbox, task, "submission.csv", timeout, split="validate")
+        why = f"evaluate.py failed on the public rows ({SCORE_SPLIT_ENV}=validate)"
+        if not public.ok:
+            return CheckResult(_failure(Step.EVALUATE, f"{why}: exit code {public.exit_code}", public))
         try:
-            if not public.ok:
-                raise EvaluationError(f"exit code {public.exit_code}: {tail(public.stderr, 500)}")
             result.public_metrics = parse_metrics(public, task.meta.metric, strict=cfg.gate_json_output)
         except EvaluationError as e:
-            return CheckResult(
-                _failure(
-                    Step.EVALUATE,
-                    f"evaluate.py failed on the public rows ({SCORE_SPLIT_ENV}=validate): {e}",
-                    public,
-                )
-            )
+            return CheckResult(_failure(Step.EVALUATE, f"{why}: {e}", public))
     if cfg.gate_baseline_finite and not math.isfinite(score):
         result.failure = Failure(
             Step.BASELINE_FINITE, f"the baseline scores {task.meta.metric}={score}, not a finite number"
