@@ -16,7 +16,15 @@ from typing import Any
 from stsc.config import LLMConfig
 from stsc.errors import BudgetExceededError, ContextLimitError, LLMError
 from stsc.llm.cache import ResponseCache
-from stsc.llm.providers import Failure, classify_failure, load_litellm, redact, resolve_api_key, retry_after_s
+from stsc.llm.providers import (
+    Failure,
+    classify_failure,
+    load_litellm,
+    redact,
+    register_prices,
+    resolve_api_key,
+    retry_after_s,
+)
 from stsc.llm.records import CallEvent, Completion, OnCall, Usage
 
 logger = logging.getLogger(__name__)
@@ -189,9 +197,10 @@ class LLMClient:
         if api_key:
             kwargs["api_key"] = api_key
         if cfg.input_cost_per_token is not None or cfg.output_cost_per_token is not None:
-            # litellm prices every response itself; with the prices given it skips its model-map search
+            # litellm prices every response itself: give it the prices, and the model a map entry
             kwargs["input_cost_per_token"] = cfg.input_cost_per_token or 0.0
             kwargs["output_cost_per_token"] = cfg.output_cost_per_token or 0.0
+            register_prices(cfg.model, kwargs["input_cost_per_token"], kwargs["output_cost_per_token"])
         start = time.monotonic()
         response = await asyncio.wait_for(
             load_litellm().acompletion(model=cfg.model, messages=messages, num_retries=0, **kwargs),

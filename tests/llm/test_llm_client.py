@@ -6,14 +6,18 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from stsc.errors import BudgetExceededError, ConfigError, ContextLimitError, LLMError, MissingAPIKeyError
-from stsc.llm import LOOPBACK_PLACEHOLDER_KEY, CallEvent, LLMClient, Usage
+from stsc.llm import LOOPBACK_PLACEHOLDER_KEY, CallEvent, Completion, LLMClient, Usage
+from stsc.llm.cache import DB_NAME, ResponseCache
 from stsc.prompts import render
 from tests.fakes.openai_server import FakeOpenAIServer, Reply, context_length_error
 
@@ -189,7 +193,7 @@ def test_cache_key_covers_sampling_parameters_and_salt(make_client, openai_serve
 
     assert len(openai_server.chat_requests) == 3
     assert openai_server.chat_requests[1].params["temperature"] == 0.7
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == 3
+    assert len(_rows(tmp_path / "cache")) == 3
 
 
 def test_transport_options_do_not_change_the_cache_key(make_client, openai_server, tmp_path):
@@ -203,13 +207,60 @@ def test_transport_options_do_not_change_the_cache_key(make_client, openai_serve
 def test_an_unreadable_cache_entry_is_a_miss_and_is_rewritten(make_client, openai_server, tmp_path):
     client = make_client(cache_dir=tmp_path / "cache")
     client.complete(USER)
-    (entry,) = (tmp_path / "cache").rglob("*.json")
-    entry.write_text('{"text": "trunc')
+    with sqlite3.connect(tmp_path / "cache" / DB_NAME) as db:
+        db.execute("""UPDATE responses SET record = '{"text": "trunc'""")
 
     again = make_client(cache_dir=tmp_path / "cache").complete(USER)
 
     assert not again.cached and len(openai_server.chat_requests) == 2
-    assert json.loads(entry.read_text())["text"] == again.text
+    ((_, record),) = _rows(tmp_path / "cache").items()
+    assert json.loads(record)["text"] == again.text
+
+
+def test_a_corrupt_cache_database_costs_misses_not_calls(make_client, openai_server, tmp_path, caplog):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / DB_NAME).write_bytes(b"not a database" * 100)
+    client = make_client(cache_dir=tmp_path / "cache")
+
+    with caplog.at_level(logging.WARNING, logger="stsc.llm.cache"):
+        first, second = client.complete(USER), client.complete(USER)
+
+    assert not first.cached and not second.cached and len(openai_server.chat_requests) == 2
+    assert sum("not cached" in r.getMessage() for r in caplog.records) == 1  # said once, not per call
+
+
+def test_entries_of_the_one_file_per_answer_layout_are_still_served(make_client, openai_server, tmp_path):
+    client = make_client(cache_dir=tmp_path / "cache")
+    cache = client.cache
+    assert cache is not None
+    key = cache.key(USER, client._params({}))
+    legacy = cache.legacy_path(key)
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"text": "old answer", "prompt_tokens": 3, "completion_tokens": 2}))
+
+    result = client.complete(USER)
+
+    assert result.cached and result.text == "old answer" and not openai_server.chat_requests
+
+
+def test_threads_share_the_cache_without_losing_entries(tmp_path):
+    cache = ResponseCache(tmp_path / "cache", "openai/fake-model")
+    answer = Completion(
+        text="a", prompt_tokens=1, completion_tokens=1, cost_usd=0.0, cached=False, model="m", latency_s=0.0
+    )
+
+    def write(worker: int) -> None:
+        for i in range(50):
+            cache.put(f"{worker}-{i}", answer, {})
+            assert cache.get(f"{worker}-{i}") is not None
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert ResponseCache(tmp_path / "cache", "openai/fake-model").count() == 8 * 50
 
 
 def test_cache_disabled_in_config_always_sends(make_client, openai_server, tmp_path):
@@ -283,8 +334,9 @@ def test_api_key_reaches_the_server_but_no_log_cache_file_or_error(
     assert all(secret not in r.getMessage() for r in caplog.records)
     assert secret not in str(failure.value) and "***" in str(failure.value)
     assert failure.value.__cause__ is None
-    files = list((tmp_path / "cache").rglob("*.json"))
-    assert files and all(secret not in f.read_text() for f in files)
+    files = list((tmp_path / "cache").iterdir())
+    assert _rows(tmp_path / "cache") and all(secret.encode() not in f.read_bytes() for f in files)
+    assert all(secret not in record for record in _rows(tmp_path / "cache").values())
 
 
 def test_concurrency_limit_holds_for_async_callers(make_client, openai_server):
@@ -315,7 +367,8 @@ def test_concurrency_limit_holds_across_threads(make_client, openai_server):
 
 
 def test_unknown_price_counts_zero_and_warns_once(make_client, openai_server, caplog):
-    client = make_client(input_cost_per_token=None, output_cost_per_token=None)
+    # a name no other test prices: configured prices enter litellm's map for the whole process
+    client = make_client(model="openai/unpriced-model", input_cost_per_token=None, output_cost_per_token=None)
 
     with caplog.at_level(logging.WARNING, logger="stsc.llm"):
         first = client.complete(USER)
@@ -403,3 +456,9 @@ def test_importing_stsc_llm_does_not_import_litellm():
     code = "import sys, stsc.llm, stsc.prompts; print('litellm' in sys.modules, 'jinja2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _rows(folder: Path) -> dict[str, str]:
+    """key -> JSON record of every cached answer under ``folder``."""
+    with closing(sqlite3.connect(folder / DB_NAME)) as db:
+        return dict(db.execute("SELECT key, record FROM responses"))
