@@ -68,6 +68,21 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         _fsync_dir(path.parent)
 
 
+def overwrite_bytes(path: Path, data: bytes) -> None:
+    """Rewrite ``path`` in place (created when missing): no temp file, no rename, no fsync.
+
+    Far cheaper than ``atomic_write_bytes`` where creating a file is expensive, but a reader (or a
+    crash) during the write sees a torn file. For snapshots rewritten every step whose final
+    version is written atomically, and that nothing reads before that final write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), durable)
 

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +37,12 @@ from stsc.agent.trajectory import (
     RESULT_FILE,
     EpisodeResult,
     ModelStats,
+    TrajWriter,
     best_and_last,
     state_string,
+    traj_path,
     write_result,
     write_results,
-    write_traj,
 )
 from stsc.config import AgentConfig
 from stsc.errors import (
@@ -107,6 +109,10 @@ class Episode:
         self.exit_status = ""
         self.infra_error: BaseException | None = None
         self.prompts: dict[str, str] = {}
+        self._save_lock = threading.Lock()
+        self._final_saved = False
+        self._results_written: int | None = None  # scores in the results.json on disk
+        self._traj = TrajWriter(traj_path(run_dir, task.task_id))
 
     async def run(self) -> None:
         """Run to submission or a limit. Maps every ending to ``exit_status`` (see module doc)."""
@@ -165,25 +171,30 @@ class Episode:
             **self._footer(state),
         )
         self._message("user", instance)
-        await self.io(self.save, False)
+        await self.io(self._snapshot)
 
     async def _loop(self) -> None:
         while True:
             if self.steps >= self.cfg.max_steps:
                 raise _Exit("max_steps")
             response, parsed = await self._query()
-            started = time.monotonic()
-            observation, state = await self.io(self._execute, parsed.action)
-            self.steps += 1
-            self._record(response, parsed, observation, state, time.monotonic() - started)
-            await self.io(self.save, False)
+            observation = await self.io(self._step, response, parsed)
             if observation.done:
                 self.exit_status = observation.exit_status or ""
                 return
 
-    def _execute(self, action: str) -> tuple[Observation, dict[str, str]]:
-        observation = self.aci.execute(action)
-        return observation, self.aci.state
+    def _step(self, response: str, parsed: ParsedResponse) -> Observation:
+        """Execute the action, record the step and rewrite the snapshot: one trip to the worker."""
+        started = time.monotonic()
+        observation = self.aci.execute(parsed.action)
+        state = self.aci.state
+        with self._save_lock:
+            if self._final_saved:  # the episode ended (cancelled) while the command ran
+                return observation
+            self.steps += 1
+            self._record(response, parsed, observation, state, time.monotonic() - started)
+            self._write(final=False)
+        return observation
 
     async def _query(self) -> tuple[str, ParsedResponse]:
         """The next accepted response; raises ``_Exit("exit_format")`` after too many bad ones."""
@@ -254,11 +265,28 @@ class Episode:
             "score": list(self.aci.scores),
         }
 
-    def save(self, durable: bool = True) -> None:
-        """Write the .traj and results.json. Per-step saves skip fsync (off the event loop); the
-        final save, and the stsc.json written after it, are durable."""
-        write_traj(self.run_dir, self.task.task_id, self.trajectory, self.history, self.info(), durable)
-        write_results(self.run_dir, list(self.aci.scores), self.task.baseline_scores, durable)
+    def save(self) -> None:
+        """Write the final .traj and results.json, atomically and durably (stsc.json follows).
+        A step still running on the worker records nothing after this."""
+        with self._save_lock:
+            self._final_saved = True
+            self._write(final=True)
+
+    def _snapshot(self) -> None:
+        with self._save_lock:
+            if not self._final_saved:
+                self._write(final=False)
+
+    def _write(self, final: bool) -> None:
+        """Per-step snapshots rewrite the .traj in place (``TrajWriter``) and results.json only
+        when a score was added: creating files is what costs on a busy filesystem, and nothing
+        reads them before the final, atomic version."""
+        write = self._traj.final if final else self._traj.snapshot
+        write(self.trajectory, self.history, self.info())
+        scores = list(self.aci.scores)
+        if final or len(scores) != self._results_written:
+            write_results(self.run_dir, scores, self.task.baseline_scores, final)
+            self._results_written = len(scores)
 
 
 async def run_episode(

@@ -65,7 +65,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # the C loader where libyaml is there: task files are read once per episode
+        data = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
     except (OSError, yaml.YAMLError) as e:
         raise TaskFormatError(f"cannot read {path}: {e}") from e
     if not isinstance(data, dict):

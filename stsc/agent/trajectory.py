@@ -2,7 +2,7 @@
 
 ``<run_dir>/<task_id>.traj``: ``environment``, ``trajectory`` (one entry per executed step),
 ``history`` (the full chat with metadata) and ``info`` (model stats, exit status, submission,
-scores); rewritten atomically after every step. ``results.json``: ``{"agent": [...], "baseline":
+scores); rewritten after every step, atomically at the end. ``results.json``: ``{"agent": [...], "baseline":
 {...}}``. ``stsc.json``: the ``EpisodeResult``, written last; its presence marks the run finished.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stsc.agent.task import TaskSpec
-from stsc.store import atomic_write_json, read_json, to_jsonable
+from stsc.store import atomic_write_bytes, atomic_write_json, overwrite_bytes, read_json, to_jsonable
 
 SCHEMA_VERSION = 1
 ENVIRONMENT = "stsc"
@@ -108,25 +108,73 @@ def best_and_last(task: TaskSpec, scores: list[dict[str, Any]]) -> tuple[float |
     return best, last
 
 
+def traj_path(run_dir: Path, task_id: str) -> Path:
+    return Path(run_dir) / f"{task_id}.traj"
+
+
 def write_traj(
     run_dir: Path,
     task_id: str,
     trajectory: list[dict[str, Any]],
     history: list[dict[str, Any]],
     info: dict[str, Any],
-    durable: bool = True,
 ) -> None:
-    atomic_write_json(
-        Path(run_dir) / f"{task_id}.traj",
-        {"environment": ENVIRONMENT, "trajectory": trajectory, "history": history, "info": info},
-        durable,
-    )
+    """A finished episode's ``.traj``, written atomically and durably."""
+    TrajWriter(traj_path(run_dir, task_id)).final(trajectory, history, info)
+
+
+class TrajWriter:
+    """The ``.traj`` of one episode: ``snapshot`` after every step, ``final`` at the end.
+
+    Steps and messages are only ever appended, so each is encoded once, the first time it is
+    written, and a rewrite joins the encoded pieces: re-encoding the whole episode every step would
+    cost time quadratic in its length. Snapshots are rewritten in place (``overwrite_bytes``; a
+    crash mid-write can tear one, but an unfinished run is never read); the final version is
+    written atomically and durably. Both are compact JSON with MLGym's fields.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._steps: list[str] = []
+        self._messages: list[str] = []
+
+    def snapshot(
+        self, trajectory: list[dict[str, Any]], history: list[dict[str, Any]], info: dict[str, Any]
+    ) -> None:
+        overwrite_bytes(self.path, self._encode(trajectory, history, info))
+
+    def final(
+        self, trajectory: list[dict[str, Any]], history: list[dict[str, Any]], info: dict[str, Any]
+    ) -> None:
+        atomic_write_bytes(self.path, self._encode(trajectory, history, info))
+
+    def _encode(
+        self, trajectory: list[dict[str, Any]], history: list[dict[str, Any]], info: dict[str, Any]
+    ) -> bytes:
+        _encode_new(self._steps, trajectory)
+        _encode_new(self._messages, history)
+        text = (
+            f'{{"environment": {json.dumps(ENVIRONMENT)}, "trajectory": [{", ".join(self._steps)}], '
+            f'"history": [{", ".join(self._messages)}], "info": {json.dumps(to_jsonable(info))}}}\n'
+        )
+        return text.encode("utf-8")
+
+
+def _encode_new(encoded: list[str], items: list[dict[str, Any]]) -> None:
+    if len(items) < len(encoded):  # not an append-only list after all: start over
+        encoded.clear()
+    encoded.extend(json.dumps(to_jsonable(item)) for item in items[len(encoded) :])
 
 
 def write_results(
-    run_dir: Path, scores: list[dict[str, Any]], baseline: dict[str, Any], durable: bool = True
+    run_dir: Path, scores: list[dict[str, Any]], baseline: dict[str, Any], final: bool = True
 ) -> None:
-    atomic_write_json(Path(run_dir) / RESULTS_FILE, {"agent": scores, "baseline": baseline}, durable)
+    """``final``: atomic and durable; otherwise rewritten in place (see ``overwrite_bytes``)."""
+    path, content = Path(run_dir) / RESULTS_FILE, {"agent": scores, "baseline": baseline}
+    if final:
+        atomic_write_json(path, content)
+    else:
+        overwrite_bytes(path, (json.dumps(to_jsonable(content), indent=2) + "\n").encode("utf-8"))
 
 
 def write_result(run_dir: Path, result: EpisodeResult) -> None:

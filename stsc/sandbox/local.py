@@ -217,18 +217,22 @@ def make_plan(cfg: SandboxConfig) -> LocalPlan:
 
 
 def count_tasks(uid: int) -> int:
-    """Threads currently owned by ``uid`` (what RLIMIT_NPROC counts)."""
+    """Threads currently owned by ``uid`` (what RLIMIT_NPROC counts).
+
+    The owner of ``/proc/<pid>`` is the process's effective uid: one ``stat`` per process, and the
+    thread count (``/proc/<pid>/stat`` field 20) is read only for processes of ``uid``."""
     total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            status = Path(entry.path, "status").read_text()
-        except OSError:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"{entry.path}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[17])
+        except (OSError, ValueError, IndexError):
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            total += int(fields.get("Threads", "1"))
     return total
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stsc.agent import run_episode
+from stsc.agent.policies import PolicyReply
 from stsc.agent.task import load_task
 from stsc.config import AgentConfig, HistoryConfig
 from stsc.errors import (
@@ -235,6 +236,39 @@ class _GarbagePolicy:
 
     async def act(self, messages, *, seed):
         raise ModelOutputError("the model produced bytes that are not text")
+
+
+class _WatchingPolicy:
+    """Runs a few commands, validates, submits; before each answer it reads the run folder."""
+
+    name = "watching"
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.trajs: list[dict] = []
+        self.results: list[dict] = []
+
+    async def act(self, messages, *, seed):
+        self.trajs.append(read_traj(self.run_dir))
+        self.results.append(json.loads((self.run_dir / "results.json").read_text()))
+        plan = ["echo one", "python baseline.py", "validate", "echo three", "submit"]
+        return PolicyReply(command(plan[len(self.trajs) - 1]), 1, 1, 0.0)
+
+
+def test_the_traj_on_disk_follows_every_step(toy_task, sandbox_factory, tmp_path) -> None:
+    policy = _WatchingPolicy(tmp_path / "run")
+    result = episode(toy_task, policy, sandbox_factory, tmp_path / "run")
+    final = read_traj(tmp_path / "run")
+
+    assert result.exit_status == "submitted" and len(final["trajectory"]) == 5
+    for k, snapshot in enumerate(policy.trajs):  # what step k+1 found: the episode after k steps
+        assert set(snapshot) == set(final) and snapshot["environment"] == final["environment"]
+        assert snapshot["trajectory"] == final["trajectory"][:k]
+        assert snapshot["history"] == final["history"][: 2 + 2 * k]
+        assert snapshot["info"]["model_stats"]["api_calls"] == k
+        assert snapshot["info"]["score"] == final["info"]["score"][: 1 if k > 2 else 0]
+    assert [len(r["agent"]) for r in policy.results] == [0, 0, 0, 1, 1]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["agent"] == final["info"]["score"]
 
 
 def test_an_agent_side_error_is_recorded_as_exit_error(toy_task, sandbox_factory, tmp_path) -> None:
