@@ -74,11 +74,14 @@ def overwrite_bytes(path: Path, data: bytes) -> None:
     Far cheaper than ``atomic_write_bytes`` where creating a file is expensive, but a reader (or a
     crash) during the write sees a torn file. For snapshots rewritten every step whose final
     version is written atomically, and that nothing reads before that final write."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        # cut the tail afterwards instead of O_TRUNC first: a snapshot mostly grows, and freeing
+        # then reallocating every block of the file is what truncating first would cost
+        os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
 

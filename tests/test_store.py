@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stsc.store import JsonlJournal, atomic_write_json, completed_items, iter_jsonl, read_json
+from stsc.store import (
+    JsonlJournal,
+    atomic_write_json,
+    completed_items,
+    iter_jsonl,
+    overwrite_bytes,
+    read_json,
+)
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -13,6 +20,16 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) ->
     atomic_write_json(target, {"x": 2})
     assert read_json(target) == {"x": 2}
     assert [p.name for p in target.parent.iterdir()] == ["item.json"]
+
+
+def test_overwrite_rewrites_in_place_and_cuts_a_shorter_version(tmp_path: Path) -> None:
+    path = tmp_path / "snapshot.json"
+    overwrite_bytes(path, b'{"steps": [1, 2, 3, 4]}')
+    inode = path.stat().st_ino
+    overwrite_bytes(path, b'{"steps": [1]}')
+
+    assert path.read_bytes() == b'{"steps": [1]}' and path.stat().st_ino == inode
+    assert [p.name for p in tmp_path.iterdir()] == ["snapshot.json"]
 
 
 def test_a_torn_last_journal_line_is_ignored_and_repaired(tmp_path: Path) -> None:

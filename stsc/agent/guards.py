@@ -8,6 +8,7 @@ bodies are skipped). ``is_training_command`` decides which timeout applies.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 
@@ -18,6 +19,7 @@ _PYTHON = re.compile(r"^(?:.*/)?python[\d.]*$")
 _SHELLS = {"bash", "sh", "zsh", "dash"}
 _PREFIXES = {"sudo", "exec", "command", "time", "nice", "env"}  # run the next word as the program
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_QUOTING = re.compile(r"[\\'\"]")  # quotes and escapes can join text into a program name
 
 
 def is_training_command(action: str) -> bool:
@@ -77,8 +79,18 @@ def _interactive_interpreter(tokens: list[str], segment: str, piped: bool) -> bo
     return all(a.startswith("-") and a not in {"-c", "-m", "-"} for a in args)
 
 
+@functools.lru_cache(maxsize=16)
+def _triggers(blocked: tuple[str, ...]) -> re.Pattern[str]:
+    """A word that any refused command must contain: a blocked program or an interpreter."""
+    words = {b.split()[0] for b in blocked if b.strip()} | _SHELLS | {"ipython", "ipython3", "python"}
+    alternatives = "|".join(sorted(map(re.escape, words)))
+    return re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-])|(?<![\w.-])python[\d.]*(?![\w-])")
+
+
 def refusal(action: str, blocked: list[str]) -> str | None:
     """Why ``action`` must not run (it starts an interactive program), or None when it may."""
+    if not _QUOTING.search(action) and not _triggers(tuple(blocked)).search(action):
+        return None  # no program that could be refused is named: skip the tokenizer
     blocked_tokens = [b.split() for b in blocked if b.strip()]
     for line in _command_lines(action):
         for piped, segment in _segments(line):

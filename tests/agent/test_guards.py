@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from stsc.agent import guards
 from stsc.agent.guards import is_training_command, refusal
 from stsc.config import AgentConfig
 
@@ -77,3 +80,23 @@ def test_the_block_list_comes_from_the_config() -> None:
 )
 def test_training_commands_get_the_training_timeout(action: str, training: bool) -> None:
     assert is_training_command(action) is training
+
+
+_TRICKY = [
+    "'vim' a.py",
+    'v"i"m a.py',
+    "v\\im a.py",
+    "echo step 3",
+    "ls -la sh",
+    "./vim",
+    "cat vim.txt",
+    "  top  ",
+]
+
+
+@pytest.mark.parametrize("action", _TRICKY)
+def test_the_quick_check_agrees_with_the_tokenizer(action: str, monkeypatch) -> None:
+    """Commands naming no refusable program skip the tokenizer; forcing it gives the same answer."""
+    quick = refusal(action, BLOCKED)
+    monkeypatch.setattr(guards, "_triggers", lambda blocked: re.compile(""))  # matches everywhere
+    assert refusal(action, BLOCKED) == quick
