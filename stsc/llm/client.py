@@ -202,10 +202,10 @@ class LLMClient:
             kwargs["output_cost_per_token"] = cfg.output_cost_per_token or 0.0
             register_prices(cfg.model, kwargs["input_cost_per_token"], kwargs["output_cost_per_token"])
         start = time.monotonic()
-        response = await asyncio.wait_for(
-            load_litellm().acompletion(model=cfg.model, messages=messages, num_retries=0, **kwargs),
-            timeout=cfg.timeout_s,
-        )
+        async with asyncio.timeout(cfg.timeout_s):  # no extra task per call, unlike wait_for
+            response = await load_litellm().acompletion(
+                model=cfg.model, messages=messages, num_retries=0, **kwargs
+            )
         latency = time.monotonic() - start
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
