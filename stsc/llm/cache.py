@@ -109,13 +109,6 @@ class ResponseCache:
         db = self._connection(create=False)
         return 0 if db is None else int(db.execute("SELECT count(*) FROM responses").fetchone()[0])
 
-    def close(self) -> None:
-        """Close this thread's connection (others close when their thread's state is collected)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-        self._local.db = None
-
     # -- internals ---------------------------------------------------------------------------------
 
     def _select(self, key: str) -> str | None:
