@@ -173,7 +173,9 @@ def run_report(cfg: Any, ctx: Any) -> None:
     aup_meta = (
         read_json(evaluate_dir / "aup.json") if evaluate_dir and (evaluate_dir / "aup.json").exists() else {}
     )
-    paired_path = evaluate_dir / "paired.json" if evaluate_dir else None
+    from stsc.evaluation.bootstrap import PAIRED_FILE
+
+    paired_path = evaluate_dir / PAIRED_FILE if evaluate_dir else None
     paired = read_json(paired_path) if paired_path and paired_path.exists() else None
     summary = format_summary(funnel, costs, units, aup, aup_meta, paired)
     atomic_write_json(

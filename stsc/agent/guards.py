@@ -82,7 +82,7 @@ def _interactive_interpreter(tokens: list[str], segment: str, piped: bool) -> bo
 @functools.lru_cache(maxsize=16)
 def _triggers(blocked: tuple[str, ...]) -> re.Pattern[str]:
     """A word that any refused command must contain: a blocked program or an interpreter."""
-    words = {b.split()[0] for b in blocked if b.strip()} | _SHELLS | {"ipython", "ipython3", "python"}
+    words = {b.split()[0] for b in blocked if b.strip()} | _SHELLS | {"ipython", "ipython3"}
     alternatives = "|".join(sorted(map(re.escape, words)))
     return re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-])|(?<![\w.-])python[\d.]*(?![\w-])")
 

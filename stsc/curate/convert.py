@@ -167,6 +167,12 @@ def _teacher_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return history[: last + 1]
 
 
+def _processor(cfg: CurateConfig, history_cfg: HistoryConfig) -> HistoryConfig:
+    """The agent's history processor (``history_view: processed``) or ``full``."""
+    kind = history_cfg.kind if cfg.history_view == "processed" else "full"
+    return HistoryConfig(kind=kind, n=history_cfg.n)
+
+
 def _render(view: list[dict[str, Any]], cfg: CurateConfig) -> list[Message]:
     if not cfg.include_system:
         view = [m for m in view if m["role"] != "system"]
@@ -184,8 +190,7 @@ def build_step_examples(
     the module docstring); raises ``UnusableTrajectoryError(NO_ASSISTANT_TURN)`` like
     ``build_messages``."""
     history = _teacher_history(history)
-    kind = history_cfg.kind if cfg.history_view == "processed" else "full"
-    processor = HistoryConfig(kind=kind, n=history_cfg.n)
+    processor = _processor(cfg, history_cfg)
     examples = []
     for i, message in enumerate(history):
         if message["role"] == "assistant":
@@ -198,7 +203,4 @@ def build_messages(
 ) -> list[Message]:
     """The example's ``{"role", "content"}`` messages (see the module docstring); raises
     ``UnusableTrajectoryError(NO_ASSISTANT_TURN)`` when the teacher never responded."""
-    history = _teacher_history(history)
-    kind = history_cfg.kind if cfg.history_view == "processed" else "full"
-    view = process_history(history, HistoryConfig(kind=kind, n=history_cfg.n))
-    return _render(view, cfg)
+    return _render(process_history(_teacher_history(history), _processor(cfg, history_cfg)), cfg)

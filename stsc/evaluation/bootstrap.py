@@ -101,6 +101,9 @@ def bootstrap_intervals(
     return intervals[0], intervals[1]
 
 
+PAIRED_FILE = "paired.json"  # the evaluate stage's SFT-vs-base comparison, read by the report
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """``model`` against ``reference`` on the same tasks: the AUP differences (model minus

@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LLM_CACHE_DIR = "llm_cache"
-PAIRED_FILE = "paired.json"  # the SFT student against the base student, tasks resampled
 
 
 @dataclass(frozen=True)
@@ -285,7 +284,7 @@ def _score_and_report(
 def _compare_students(cfg: RootConfig, ctx: StageContext, result: AUPResult) -> list[Path]:
     """With both students in the pool: the SFT student against the base one, task-bootstrapped
     (``paired.json``, metrics ``aup_delta_*``); returns the files written."""
-    from stsc.evaluation.bootstrap import paired_comparison
+    from stsc.evaluation.bootstrap import PAIRED_FILE, paired_comparison
     from stsc.evaluation.models import BASE, SFT
 
     if SFT not in result.pool or BASE not in result.pool:
