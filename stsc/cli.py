@@ -121,10 +121,16 @@ def main() -> None:
     import hydra
 
     from stsc.config import register_configs
+    from stsc.interrupts import EXIT_CODE, Terminated, stop_on_sigterm
 
     register_configs(light=any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]))
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
-    app()
+    stop_on_sigterm()
+    try:
+        app()
+    except Terminated:
+        log.error("stopped by SIGTERM; finished items are kept, rerun the same command to resume")
+        sys.exit(EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -316,10 +316,11 @@ def _run_one(
         t0 = time.perf_counter()
         try:
             fn(cfg, ctx)
-        except BaseException:
+        except BaseException as e:
             report.wall_s = time.perf_counter() - t0
             if stage_tracker is not None:
-                stage_tracker.finish(report, ctx, status="FAILED")
+                status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"  # Ctrl-C, SIGTERM
+                stage_tracker.finish(report, ctx, status=status)
             raise
         report.wall_s = time.perf_counter() - t0
         atomic_write_json(folder / REPORT_FILE, report.to_dict())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,35 @@ def test_secrets_in_the_environment_and_config_never_reach_mlflow_or_logs(tmp_pa
     assert "teacher.llm.extra.api_key" in text  # the key is recorded, its value is not
     assert FAKE_ENV_SECRET not in text and FAKE_CONFIG_SECRET not in text
     assert FAKE_ENV_SECRET not in proc.stdout + proc.stderr
+
+
+def test_sigterm_marks_the_runs_killed_and_a_rerun_resumes(tmp_path: Path) -> None:
+    args = ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=40"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STSC_TEST_ITEM_DELAY": "0.1"}
+    proc = subprocess.Popen(
+        STSC + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    journal: Path | None = None
+    deadline = time.monotonic() + 120
+    while journal is None or len(journal.read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+        journal = next((tmp_path / "mlruns" / "store").glob("probe_items/*/journal.jsonl"), None)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert b"stopped by SIGTERM" in stdout + stderr
+    _, runs = _all_runs(tmp_path)
+    assert sorted((r.data.tags["stsc.kind"], r.info.status) for r in runs) == [
+        ("job", "KILLED"),
+        ("stage", "KILLED"),
+    ]
+    written = len(journal.read_text().splitlines())
+    assert written < 40
+
+    _run(args, tmp_path)
+    items = [json.loads(line)["item"] for line in journal.read_text().splitlines()]
+    assert len(items) == len(set(items)) == 40  # resumed: nothing written twice
 
 
 def test_help_imports_no_heavy_library() -> None:

@@ -1,4 +1,5 @@
-"""Run the rollout stage in its own process (the SIGKILL test kills it mid-run).
+"""Run the rollout stage in its own process (the SIGKILL and SIGTERM tests stop it mid-run). Like
+the ``stsc`` command, it turns SIGTERM into an interrupt.
 
 Usage: ``python -m tests.rollout.stage_main <config.json> <library> <stage folder>`` where the JSON
 holds a ``RootConfig`` as ``stsc.store.to_jsonable`` writes it.
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from stsc.config import RootConfig
+from stsc.interrupts import stop_on_sigterm
 from stsc.rollout import run_rollout
 from stsc.store import StageContext, StageReport, atomic_write_json
 
@@ -25,6 +27,7 @@ def load_config(path: Path) -> RootConfig:
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO)
+    stop_on_sigterm()
     config, library, out = Path(argv[0]), Path(argv[1]), Path(argv[2])
     cfg = load_config(config)
     ctx = StageContext(

@@ -57,3 +57,34 @@ def test_a_killed_stage_resumes_without_losing_or_duplicating_runs(
     assert all(r["outcome"] == "finished" for r in rows)
     report = json.loads((out / "report.json").read_text())
     assert (report["items_in"], report["items_out"]) == (12, 12)
+
+
+def test_sigterm_stops_the_stage_like_ctrl_c_and_removes_every_sandbox(
+    library: Path, openai_server, tmp_path: Path
+) -> None:
+    openai_server.responder = agent_turn
+    openai_server.latency_s = 0.3
+    cfg = rollout_config(tmp_path, openai_server, per_task=4, concurrency=4, sandbox_concurrency=4)
+    cfg.sandbox.workdir = str(tmp_path / "sandboxes")
+    config = tmp_path / "config.json"
+    atomic_write_json(config, to_jsonable(cfg))
+    out = tmp_path / "store" / "rollout" / "terminated"
+    argv = [sys.executable, "-m", "tests.rollout.stage_main", str(config), str(library), str(out)]
+
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sandboxes = Path(cfg.sandbox.workdir)
+    deadline = time.monotonic() + 120
+    while not sandboxes.is_dir() or len(list(sandboxes.iterdir())) < 4:  # four episodes mid-run
+        assert proc.poll() is None, "the stage ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Terminated: received SIGTERM" in stderr, stderr[-3000:]
+    assert list(sandboxes.iterdir()) == []  # closed by the episodes, not left for a later sweep
+    assert not (out / "report.json").exists()
+
+    rerun = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert len(_finished(out)) == 8
+    assert list(sandboxes.iterdir()) == []
