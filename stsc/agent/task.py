@@ -61,25 +61,28 @@ class TaskSpec:
         return a > b if self.higher_is_better else a < b
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "") -> dict[str, Any]:
+    """The mapping in the yaml file ``path``; ``TaskFormatError`` (naming ``what`` and the path)
+    when it cannot be read, does not parse or holds something else."""
     import yaml
 
+    name = f"{what} {path}" if what else str(path)
     try:
         # the C loader where libyaml is there: task files are read once per episode
         data = yaml.load(
             path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         )
     except (OSError, yaml.YAMLError) as e:
-        raise TaskFormatError(f"cannot read {path}: {e}") from e
+        raise TaskFormatError(f"cannot read {name}: {e}") from e
     if not isinstance(data, dict):
-        raise TaskFormatError(f"{path} must hold a mapping, found {type(data).__name__}")
+        raise TaskFormatError(f"{name} must hold a mapping, found {type(data).__name__}")
     return data
 
 
 def _dataset_docs(task_dir: Path, paths: list[str]) -> str:
     docs = []
     for rel in paths:
-        ds = _read_yaml(task_dir / rel)
+        ds = read_yaml(task_dir / rel)
         docs.append(f"{str(ds.get('name', '')).upper()}:\n{ds.get('description', '')}\n\n")
     return "".join(docs)
 
@@ -96,7 +99,7 @@ def _first_path(cfg: dict[str, Any], key: str, required: bool) -> str | None:
 def load_task(task_dir: Path) -> TaskSpec:
     """Read a task folder. Raises ``TaskFormatError`` naming the missing or malformed piece."""
     task_dir = Path(task_dir).resolve()
-    cfg = _read_yaml(task_dir / "task.yaml")
+    cfg = read_yaml(task_dir / "task.yaml")
     for key in ("id", "name", "description"):
         if not cfg.get(key):
             raise TaskFormatError(f"{task_dir}/task.yaml: required field '{key}' is missing")

@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from stsc.agent.task import read_yaml
 from stsc.errors import ConfigError, TaskFormatError
 from stsc.evaluation.mlgym_tasks import TaskScoring
 from stsc.store import atomic_write_json, atomic_write_text
@@ -60,18 +61,6 @@ class MLGymTaskSource:
         return str(self.config.get("task_entrypoint") or "CSVSubmissionTasks")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise TaskFormatError(f"cannot read MLGym config {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise TaskFormatError(f"MLGym config {path} must hold a mapping, found {type(data).__name__}")
-    return data
-
-
 def index_tasks(root: Path) -> dict[str, MLGymTaskSource]:
     """Every task config of the checkout ``root``, keyed by task id. Configs that cannot be read or
     lack an ``id`` are logged and left out. Raises ``ConfigError`` when ``root/configs/tasks`` is
@@ -85,7 +74,7 @@ def index_tasks(root: Path) -> dict[str, MLGymTaskSource]:
     found: dict[str, MLGymTaskSource] = {}
     for path in sorted(folder.glob("*.yaml")):
         try:
-            config = _read_yaml(path)
+            config = read_yaml(path, "MLGym config")
         except TaskFormatError as e:
             log.warning("mlgym: skipping %s: %s", path.name, e)
             continue
@@ -135,7 +124,7 @@ def _copy_datasets(root: Path, src: MLGymTaskSource, task_dir: Path) -> tuple[li
     paths, summary = [], []
     for rel in src.config.get("dataset_configs") or []:
         source = _repo_path(root / "configs", str(rel), "dataset config", src.task_id)
-        dataset = _read_yaml(source)
+        dataset = read_yaml(source, "MLGym config")
         shutil.copy2(source, task_dir / "datasets" / source.name)
         paths.append(f"datasets/{source.name}")
         local = bool(dataset.get("is_local"))

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stsc.agent.task import read_yaml
 from stsc.errors import TaskFormatError
 
 SCHEMA_VERSION = 1
@@ -248,16 +249,6 @@ def publish_folder(tmp: Path, folder: Path) -> None:
     os.rename(tmp, folder)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise TaskFormatError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise TaskFormatError(f"{path} must hold a mapping, got {type(data).__name__}")
-    return data
-
-
 def _parse(model: type[_Model], data: dict[str, Any], path: Path) -> Any:
     try:
         return model.model_validate(data)
@@ -271,10 +262,8 @@ def load_task(folder: Path) -> Task:
     folder = Path(folder)
     if not (folder / TASK_YAML).is_file():
         raise TaskFormatError(f"{folder} has no {TASK_YAML}; is it a task folder?")
-    config: TaskConfig = _parse(TaskConfig, _read_yaml(folder / TASK_YAML), folder / TASK_YAML)
-    datasets = tuple(
-        _parse(DatasetConfig, _read_yaml(folder / p), folder / p) for p in config.dataset_configs
-    )
+    config: TaskConfig = _parse(TaskConfig, read_yaml(folder / TASK_YAML), folder / TASK_YAML)
+    datasets = tuple(_parse(DatasetConfig, read_yaml(folder / p), folder / p) for p in config.dataset_configs)
     try:
         meta_data = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
