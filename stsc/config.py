@@ -139,8 +139,9 @@ class GeneratorConfig:
     max_train_rows: int = 5000  # template: rows sampled for the train split
     valid_fraction: float = 0.15
     test_fraction: float = 0.2
-    # template: share of the test rows that `validate` scores (the public rows); the final score uses
-    # the rest, so an agent cannot tune on the rows it is ranked by. 0 = validate scores all test rows.
+    # share of the test rows that `validate` scores (the public rows); the final score uses the rest,
+    # so an agent cannot tune on the rows it is ranked by. 0 = validate scores all test rows (MLGym).
+    # llm: the contract asks evaluate.py to honour the split; the build draws the public ids.
     public_fraction: float = 0.3
     training_timeout_s: int = 300  # written to the task yaml (MLGym training_timeout)
 
@@ -158,6 +159,7 @@ class ValidateConfig:
     gate_exploit_probes: bool = True  # sample submission / constant prediction don't beat baseline
     gate_no_leak: bool = True  # workspace holds no test labels
     gate_runtime: bool = True  # baseline + evaluation finish within training_timeout
+    gate_public_split: bool = True  # evaluate.py scores the public rows for validate, the others for submit
     concurrency: int = 2  # tasks validated at once
 
 

@@ -121,9 +121,9 @@ _PAPER_GRAPH = (
         ("propose", "hub.kind", "hub.catalog_sources"),
     ),
     StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter")),
-    StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",)),
+    StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",), 2),
     StageSpec(
-        "validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm"), 2
+        "validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm"), 3
     ),
     StageSpec(
         "rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split"), 2

@@ -10,7 +10,14 @@ whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
 - ``gate_exploit_probes``: evaluate.py refuses to score without ``$STSC_PRIVATE_DIR`` and refuses a
   submission missing rows; the sample submission and a constant prediction do not beat the baseline;
 - ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
-- ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``.
+- ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``;
+- ``gate_public_split`` (tasks with a public split): evaluate.py scores only the public test rows
+  for ``validate`` and only the others for ``submit``: a submission equal to the baseline's on the
+  public ids and to the sample submission elsewhere must get the baseline's public score and the
+  sample's final score.
+
+For a task built by ``build/prepare.py`` with ``meta.public_fraction`` above 0, ``build_data`` draws
+that share of the test ids (seeded by the task id) into ``private/public_ids.csv`` after prepare.py ran.
 
 A failing command is a ``Failure`` (what step failed, the message, exit code, output tails and the
 workspace listing: what a person or the fixing model needs). Sandbox infrastructure errors
@@ -19,8 +26,11 @@ workspace listing: what a person or the fixing model needs). Sandbox infrastruct
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import random
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,8 +40,10 @@ from pathlib import Path
 from stsc.config import ValidateConfig
 from stsc.errors import EvaluationError, TaskFormatError
 from stsc.sandbox.base import SCORE_SPLIT_ENV, ExecResult, Sandbox, SandboxFactory
+from stsc.store import atomic_write_text, read_json
 from stsc.synth.leaks import find_label_leaks
-from stsc.synth.task import BUILD, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
+from stsc.synth.task import BUILD, META_FILE, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
+from stsc.synth.template import ANSWERS, PUBLIC_IDS, public_count
 
 TAIL_CHARS = 3000
 PREPARE_OUTPUTS = (f"{WORKSPACE}/data", f"{WORKSPACE}/sample_submission.csv", PRIVATE)
@@ -51,6 +63,7 @@ class Step(StrEnum):
     EXPLOIT = "gate:exploit_probes"
     NO_LEAK = "gate:no_leak"
     RUNTIME = "gate:runtime"
+    PUBLIC_SPLIT = "gate:public_split"
 
 
 @dataclass(frozen=True)
@@ -150,7 +163,42 @@ def build_data(folder: Path, factory: SandboxFactory, timeout: float, label: str
             target.unlink(missing_ok=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             sandbox.get(rel, target)
+    return _draw_public_ids(folder)
+
+
+def _draw_public_ids(folder: Path) -> Failure | None:
+    """Write ``private/public_ids.csv`` for a task whose meta asks for a public fraction."""
+    meta = read_json(folder / META_FILE) if (folder / META_FILE).is_file() else {}
+    fraction = float(meta.get("public_fraction") or 0.0)
+    if fraction <= 0:
+        return None
+    answers = folder / PRIVATE / ANSWERS
+    try:
+        with answers.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return Failure(Step.PREPARE, f"cannot read {PRIVATE}/{ANSWERS} written by prepare.py: {e}")
+    if not rows or not rows[0]:
+        return Failure(
+            Step.PREPARE, f"{PRIVATE}/{ANSWERS} is empty; it needs a header and one row per test id"
+        )
+    ids = [row[0] for row in rows[1:] if row]
+    n = public_count(len(ids), fraction)
+    if n == 0:
+        return Failure(
+            Step.PREPARE,
+            f"{PRIVATE}/{ANSWERS} has {len(ids)} test rows, too few to split {fraction:.0%} of them off as public rows",
+        )
+    public = set(random.Random(f"public:{meta.get('task_id', folder.name)}").sample(ids, n))
+    lines = [rows[0][0], *(i for i in ids if i in public)]
+    atomic_write_text(folder / PRIVATE / PUBLIC_IDS, "\n".join(_csv_cell(v) for v in lines) + "\n")
     return None
+
+
+def _csv_cell(value: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([value])
+    return out.getvalue()
 
 
 def _evaluate(
@@ -231,6 +279,10 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
             result.public_metrics = parse_metrics(public, task.meta.metric, strict=cfg.gate_json_output)
         except EvaluationError as e:
             return CheckResult(_failure(Step.EVALUATE, f"{why}: {e}", public))
+        if cfg.gate_public_split:
+            result.failure = _split_honoured(task, sandbox, result, timeout)
+            if result.failure is not None:
+                return result
     if cfg.gate_baseline_finite and not math.isfinite(score):
         result.failure = Failure(
             Step.BASELINE_FINITE, f"the baseline scores {task.meta.metric}={score}, not a finite number"
@@ -249,6 +301,59 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
             f"baseline plus evaluation took {result.runtime_s:.1f}s, over training_timeout={task.config.training_timeout}s",
         )
     return result
+
+
+def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: float) -> Failure | None:
+    """``gate_public_split``: score a submission that is the baseline's on the public ids and the
+    sample submission's elsewhere; validate must give the baseline's public score, submit the
+    sample's final score."""
+    import pandas as pd
+
+    metric = task.meta.metric
+    with tempfile.TemporaryDirectory(prefix="stsc-split-") as tmp:
+        baseline_csv = Path(tmp) / "baseline.csv"
+        sandbox.get("submission.csv", baseline_csv)
+        try:
+            public = pd.read_csv(task.private / PUBLIC_IDS, dtype=str, keep_default_na=False)
+            id_column = str(public.columns[0])
+            baseline = pd.read_csv(baseline_csv, dtype=str, keep_default_na=False)
+            sample = pd.read_csv(task.path / task.config.sample_submission, dtype=str, keep_default_na=False)
+            if id_column not in baseline.columns or id_column not in sample.columns:
+                raise ValueError(f"the id column {id_column!r} of {PUBLIC_IDS} is not in the submissions")
+            chosen = baseline[baseline[id_column].isin(set(public[id_column]))]
+            mixed = pd.concat([chosen, sample[~sample[id_column].isin(set(chosen[id_column]))]])
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+            return Failure(Step.PUBLIC_SPLIT, f"cannot build the public-split probe: {e}")
+        mixed.to_csv(Path(tmp) / "probe_split.csv", index=False)
+        sandbox.put(Path(tmp) / "probe_split.csv", "probe_split.csv")
+    sample_rel = task.config.sample_submission.removeprefix(f"{WORKSPACE}/")
+    scores: dict[tuple[str, str], float] = {}
+    for split, rel in [
+        ("validate", "probe_split.csv"),
+        ("submit", "probe_split.csv"),
+        ("submit", sample_rel),
+    ]:
+        run = _evaluate(sandbox, task, rel, timeout, split=split)
+        try:
+            scores[split, rel] = parse_metrics(run, metric, strict=False)[metric]
+        except EvaluationError as e:
+            return _failure(
+                Step.PUBLIC_SPLIT, f"evaluate.py failed on {rel} with {SCORE_SPLIT_ENV}={split}: {e}", run
+            )
+    expected = [
+        ("validate", result.public_metrics[metric], "the baseline's score on the public rows", "listed ids"),
+        ("submit", scores["submit", sample_rel], "the sample submission's final score", "ids not listed"),
+    ]
+    for split, want, what, rows in expected:
+        got = scores[split, "probe_split.csv"]
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
+            return Failure(
+                Step.PUBLIC_SPLIT,
+                f"evaluate.py does not honour the public split: with {SCORE_SPLIT_ENV}={split}, a submission "
+                f"equal to the baseline's on the ids in {PRIVATE}/{PUBLIC_IDS} and to the sample submission "
+                f"elsewhere scored {metric}={got}, not {want} ({what}); {split} must score only the {rows}",
+            )
+    return None
 
 
 def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:

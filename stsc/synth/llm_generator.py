@@ -6,7 +6,9 @@ object (``GeneratedTask``): name, task type, target, priority metric and directi
 the agent-facing description, field docs of the data, and three files: ``prepare.py`` (run by
 ``validate`` in a sandbox next to ``raw/data.csv`` to write the split data, the sample submission
 and the private labels), ``baseline.py`` and ``evaluate.py``. Output that does not parse or breaks
-the task contract is dropped with reason ``malformed_output``.
+the task contract is dropped with reason ``malformed_output``. With ``generator.public_fraction``
+above 0 the contract also asks evaluate.py to honour a public split of the test rows: the build
+draws the public ids after prepare.py ran, and validation checks that the split is honoured.
 
 ``fix`` (prompt ``generator.fix_prompt``) sends the current files and the failure report and takes
 back ``{"files": {...}}`` with the changed files only.
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from stsc.config import GeneratorConfig
 from stsc.errors import ModelOutputError
+from stsc.sandbox.base import SCORE_SPLIT_ENV
 from stsc.synth.generate import GenerationResult, GenerationSource, SourceDrop
 from stsc.synth.task import (
     BUILD,
@@ -39,7 +42,7 @@ from stsc.synth.task import (
     load_task,
     slug,
 )
-from stsc.synth.template import item_seed
+from stsc.synth.template import PUBLIC_IDS, item_seed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,6 +193,7 @@ class LLMTaskGenerator:
             columns=[{"name": str(c), "dtype": str(frame[c].dtype), "n_unique": int(frame[c].nunique())} for c in frame.columns],
             targets=[t.model_dump(mode="json") for t in source.targets], head_csv=_head_csv(raw),
             raw_file=RAW_FILE, training_timeout=self.cfg.training_timeout_s, private_env=PRIVATE_ENV,
+            public_split=self.cfg.public_fraction > 0, split_env=SCORE_SPLIT_ENV, public_ids=PUBLIC_IDS,
         )  # fmt: skip
         result = GenerationResult(
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
@@ -229,6 +233,7 @@ class LLMTaskGenerator:
             dataset_id=dataset_id, dataset_revision=record.revision, license=record.license,
             task_type=spec.task_type, target=spec.target, metric=spec.metric, higher_is_better=spec.higher_is_better,
             metric_bounds=spec.metric_bounds, generator=self.name,
+            public_split=self.cfg.public_fraction > 0, public_fraction=self.cfg.public_fraction,
             tokens=usage.prompt_tokens + usage.completion_tokens, cost_usd=usage.cost_usd,
         )  # fmt: skip
         return TaskDraft(config=config, datasets=[dataset], meta=meta, files=files)
@@ -250,6 +255,7 @@ class LLMTaskGenerator:
             metric=task.meta.metric, higher_is_better=task.meta.higher_is_better, files=current,
             failure=failure.report(), attempt=attempt, raw_file=RAW_FILE,
             training_timeout=task.config.training_timeout, private_env=PRIVATE_ENV,
+            public_split=task.meta.public_split, split_env=SCORE_SPLIT_ENV, public_ids=PUBLIC_IDS,
         )  # fmt: skip
         result = FixResult(
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,

@@ -129,6 +129,9 @@ class TaskMeta(_Model):
     # ``public_baseline_scores`` is the baseline's metrics on the public rows (what validate shows).
     public_split: bool = False
     public_baseline_scores: dict[str, float] = Field(default_factory=dict)
+    # Tasks built by ``build/prepare.py``: the share of test ids the build lists as public (in
+    # private/public_ids.csv, drawn after prepare.py ran; see ``stsc.synth.checks.build_data``).
+    public_fraction: float = 0.0
     generator: str
     self_debug_history: list[DebugRound] = Field(default_factory=list)
     tokens: int = 0  # prompt + completion tokens spent on this task (generation and fixes)

@@ -146,10 +146,17 @@ EVALUATE = textwrap.dedent(
     sub = pd.read_csv(args.submission_file)
     if sorted(sub["row_id"]) != sorted(truth["row_id"]):
         sys.exit("submission must have one row per test row_id")
+    public_file = os.path.join(private, "public_ids.csv")
+    if os.path.exists(public_file):
+        public = set(pd.read_csv(public_file)["row_id"])
+        validate = os.environ.get("STSC_SCORE_SPLIT", "submit") == "validate"
+        truth = truth[truth["row_id"].isin(public) == validate]
     merged = truth.merge(sub, on="row_id", suffixes=("", "_pred"))
     print(json.dumps({"accuracy": float((merged["species"] == merged["species_pred"]).mean())}))
     """
 )
+# Scores every test row whatever STSC_SCORE_SPLIT says.
+EVALUATE_NO_SPLIT = EVALUATE.replace("if os.path.exists(public_file):", "if False:")
 
 # Crashes before scoring (a typo).
 EVALUATE_CRASH = EVALUATE.replace('merged["species_pred"]).mean()', 'merged["species_predd"]).mean()')

@@ -21,6 +21,7 @@ from tests.synth.conftest import (
     EVALUATE_CHATTY,
     EVALUATE_CRASH,
     EVALUATE_EXPLOITABLE,
+    EVALUATE_NO_SPLIT,
     PREPARE,
     fake_llm,
     fix_answer,
@@ -172,6 +173,35 @@ def test_an_exploit_prone_task_is_rejected_by_the_probes(tmp_path, records, open
     [row] = _rejected(validate.out_dir).values()
     assert row["reason"] == "gate:exploit_probes"
     assert "sample_submission probe" in row["message"] and "better than the baseline" in row["message"]
+
+
+def test_an_evaluator_ignoring_the_public_split_is_sent_back_and_the_build_draws_the_public_ids(
+    tmp_path, records, openai_server
+):
+    openai_server.push(task_answer(EVALUATE_NO_SPLIT), fix_answer(evaluate_py=EVALUATE))
+    _, validate = _llm_run(tmp_path, records, openai_server, max_rounds=1)
+    assert "STSC_SCORE_SPLIT" in openai_server.chat_requests[0].messages[0]["content"]  # the contract asks
+    [task] = list_tasks(validate.out_dir)
+    assert [h.step for h in task.meta.self_debug_history] == ["gate:public_split", "ok"]
+    fix_prompt = openai_server.chat_requests[1].messages[0]["content"]
+    assert "does not honour the public split" in fix_prompt and "STSC_SCORE_SPLIT=validate" in fix_prompt
+    answers = pd.read_csv(task.private / "answers.csv")
+    public = pd.read_csv(task.private / "public_ids.csv")
+    assert list(public.columns) == ["row_id"] and set(public["row_id"]) < set(answers["row_id"])
+    assert len(public) == round(0.3 * len(answers))
+    assert task.meta.public_split and task.meta.public_fraction == 0.3
+    assert set(task.meta.public_baseline_scores) == {"accuracy"}
+
+
+def test_without_a_public_fraction_the_evaluator_scores_every_test_row(tmp_path, records, openai_server):
+    openai_server.push(task_answer(EVALUATE_NO_SPLIT))
+    cfg = root_config(tmp_path, kind="llm", llm=fake_llm(openai_server.base_url), self_debug=False)
+    cfg.generator.public_fraction = 0.0
+    _, validate = run_stages(tmp_path, cfg, records[:1])
+    [task] = list_tasks(validate.out_dir)
+    assert "STSC_SCORE_SPLIT" not in openai_server.chat_requests[0].messages[0]["content"]
+    assert not task.meta.public_split and not (task.private / "public_ids.csv").exists()
+    assert task.meta.public_baseline_scores == {}
 
 
 def test_a_failing_data_build_is_fixed_too(tmp_path, records, openai_server):
