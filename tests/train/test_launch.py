@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,9 +47,16 @@ def test_a_four_gpu_zero3_run_launches_the_plain_entry_point_under_accelerate():
     assert zero3["deepspeed_config"]["zero3_save_16bit_model"] is True  # the final save gathers full weights
 
 
-def test_the_default_accelerate_executable_is_the_one_of_this_environment():
+def test_the_default_accelerate_executable_is_the_one_of_this_environment(tmp_path, monkeypatch):
+    decoy = tmp_path / "path" / "accelerate"
+    decoy.parent.mkdir()
+    decoy.write_text("#!/bin/sh\nexit 1\n")
+    decoy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{decoy.parent}:{os.environ['PATH']}")
     cmd = accelerate_command(sft_config("zero3"), Path("job.json"))
-    assert Path(cmd[0]).parent == Path(sys.executable).parent or Path(cmd[0]).name == "accelerate"
+    assert cmd[0] == str(Path(sys.executable).parent / "accelerate")  # not the PATH's first one
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python"))
+    assert accelerate_command(sft_config("zero3"), Path("job.json"))[0] == str(decoy)
 
 
 def test_fsdp2_and_ddp_use_their_bundled_configs():
