@@ -19,7 +19,8 @@ from tests.curate.conftest import Run
 from tests.curate.golden import root_config
 
 
-def test_a_process_pool_gives_the_same_outcomes_in_the_same_order_as_one_process(ws) -> None:
+def test_a_process_pool_gives_the_same_outcomes_in_the_same_order_as_one_process(ws, monkeypatch) -> None:
+    monkeypatch.setattr("stsc.curate.build._CHUNK", 1)  # six jobs, one per task: both workers convert
     ws.task("a")
     ws.task("b")
     for k in range(6):

@@ -96,9 +96,10 @@ def test_hub_funnel_counts_every_candidate_and_names_each_drop(
 def test_a_missing_id_is_searched_and_nothing_found_is_not_found(
     tmp_path: Path, hub_online: FakeHubServer
 ) -> None:
-    _run(tmp_path, _hub_cfg(hub_online), [_proposal("p", ["acme/does-not-exist"])])
+    _, rows = _run(tmp_path, _hub_cfg(hub_online), [_proposal("p", ["acme/does-not-exist"])])
     searches = [q for p, q in hub_online.requests if p == "/api/datasets"]
     assert searches and searches[0]["search"] == ["does-not-exist"]
+    assert [(r.dataset_id, r.reason, r.resolved_by) for r in rows] == [(None, "not_found", None)]
 
 
 def test_the_proposals_target_column_is_recorded_first(tmp_path: Path, hub_online: FakeHubServer) -> None:
