@@ -320,8 +320,13 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
             sample = pd.read_csv(task.path / task.config.sample_submission, dtype=str, keep_default_na=False)
             if id_column not in baseline.columns or id_column not in sample.columns:
                 raise ValueError(f"the id column {id_column!r} of {PUBLIC_IDS} is not in the submissions")
-            chosen = baseline[baseline[id_column].isin(set(public[id_column]))]
-            mixed = pd.concat([chosen, sample[~sample[id_column].isin(set(chosen[id_column]))]])
+            listed = {_id_key(v) for v in public[id_column]}
+            chosen = baseline[baseline[id_column].map(_id_key).isin(listed)]
+            if chosen.empty:
+                raise ValueError(
+                    f"the baseline's submission.csv has none of the ids in {PRIVATE}/{PUBLIC_IDS}"
+                )
+            mixed = pd.concat([chosen, sample[~sample[id_column].map(_id_key).isin(listed)]])
         except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
             return Failure(Step.PUBLIC_SPLIT, f"cannot build the public-split probe: {e}")
         mixed.to_csv(Path(tmp) / "probe_split.csv", index=False)
@@ -354,6 +359,16 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
                 f"elsewhere scored {metric}={got}, not {want} ({what}); {split} must score only the {rows}",
             )
     return None
+
+
+def _id_key(value: str) -> str:
+    """An id as evaluators compare it: ``7``, ``7.0`` and `` 7`` are one id."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:

@@ -193,6 +193,17 @@ def test_an_evaluator_ignoring_the_public_split_is_sent_back_and_the_build_draws
     assert set(task.meta.public_baseline_scores) == {"accuracy"}
 
 
+def test_the_split_check_matches_ids_however_the_baseline_formats_them(tmp_path, records, openai_server):
+    float_ids = BASELINE.replace('{"row_id": test["row_id"],', '{"row_id": test["row_id"].astype(float),')
+    assert float_ids != BASELINE
+    openai_server.push(
+        task_answer(files={"prepare.py": PREPARE, "baseline.py": float_ids, "evaluate.py": EVALUATE})
+    )
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [task] = list_tasks(validate.out_dir)  # 3.0 in submission.csv is the id 3 of public_ids.csv
+    assert [h.step for h in task.meta.self_debug_history] == ["ok"] and task.meta.public_split
+
+
 def test_without_a_public_fraction_the_evaluator_scores_every_test_row(tmp_path, records, openai_server):
     openai_server.push(task_answer(EVALUATE_NO_SPLIT))
     cfg = root_config(tmp_path, kind="llm", llm=fake_llm(openai_server.base_url), self_debug=False)
