@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from stsc.config import LLMConfig, PolicyConfig, RootConfig
+from stsc.config import LLMConfig, PolicyConfig, RootConfig, TopicsConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,39 @@ def _policy_stage(
     )
 
 
+def topic_expansion_calls(cfg: TopicsConfig) -> int:
+    """Model calls the topics stage makes to expand the curated seeds, assuming every call parses and
+    returns its batch without duplicates: as ``stsc.synth.topics`` does, each area's quota is filled
+    from its own (deduplicated) seeds first, then every call asks one short area for at most
+    ``batch_size`` topics, and the stage stops after ``max_llm_calls`` calls."""
+    from stsc.store import StageReport
+    from stsc.synth.topics import TopicPool, make_topic, quotas
+
+    if not cfg.expand_with_llm:
+        return 0
+    scratch = TopicPool(cfg.dedup_threshold, StageReport(stage="plan"))
+    curated = [make_topic(s.area, s.title, s.description, "curated") for s in cfg.seeds]
+    seeds = [t for t in curated if scratch.add(t)]
+    weights = dict(cfg.areas) if cfg.areas else dict.fromkeys(dict.fromkeys(t.area for t in seeds), 1.0)
+    want = quotas(cfg.n, weights)
+    have = {area: min(q, sum(t.area == area for t in seeds)) for area, q in want.items()}
+    missing = [q - have[area] for area, q in want.items() if q > have[area]]
+    if not missing:
+        return 0
+    if cfg.batch_size < 1:  # the stage asks for nothing per call until its cap
+        return max(0, cfg.max_llm_calls)
+    return max(0, min(cfg.max_llm_calls, sum(math.ceil(m / cfg.batch_size) for m in missing)))
+
+
+def eval_task_count(cfg: RootConfig, n_heldout: int) -> int:
+    """Tasks the evaluate stage runs: the listed ``eval.tasks``, else every task of the suite."""
+    from stsc.evaluation.mlgym_tasks import MLGYM_TASKS
+
+    if cfg.eval.tasks:
+        return len(cfg.eval.tasks)
+    return n_heldout if cfg.eval.suite == "library" else len(MLGYM_TASKS)
+
+
 def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
     """Estimate every selected stage; stages whose output is already in the store are marked cached."""
     from stsc.pipeline import compute_keys, is_complete, select_stages, stage_dir
@@ -120,15 +153,18 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
     episodes = n_train * cfg.rollout.per_task
     steps = cfg.agent.max_steps * a.steps_per_episode_mean
     n_models = len(cfg.eval.models) + int(cfg.eval.include_base_student) + int(cfg.eval.include_sft_student)
-    eval_episodes = n_models * (n_heldout if cfg.eval.suite == "library" else 13) * cfg.eval.runs_per_task
+    n_eval_tasks = eval_task_count(cfg, n_heldout)
+    eval_episodes = n_models * n_eval_tasks * cfg.eval.runs_per_task
     plans = {
         "topics": _llm_stage(
             "topics",
             cfg.topics.llm,
-            max(0, n_topics - len(cfg.topics.seeds)) / 20 if cfg.topics.expand_with_llm else 0,
+            topic_expansion_calls(cfg.topics),
             a.topic_call,
             n_topics,
-            "20 topics per call",
+            f"<= {cfg.topics.batch_size} topics per call, at most {cfg.topics.max_llm_calls} calls"
+            if cfg.topics.expand_with_llm
+            else "curated seeds only",
         ),
         "propose": _llm_stage(
             "propose",
@@ -182,7 +218,8 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
             "evaluate",
             False,
             eval_episodes,
-            note=f"{n_models} models x {cfg.eval.runs_per_task} runs, suite={cfg.eval.suite}",
+            note=f"{n_models} models x {n_eval_tasks} tasks x {cfg.eval.runs_per_task} runs, "
+            f"suite={cfg.eval.suite}",
         ),
         "report": StagePlan("report", False, 1),
     }

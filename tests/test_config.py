@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
@@ -28,19 +31,71 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def _yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _scalars(node: dict[str, Any], obj: Any, prefix: str) -> dict[str, Any]:
+    """Dotted keys of the scalar values of a config file ``node`` applied at ``prefix``, walking
+    into nested mappings only where the config object there is a dataclass. Lists, dict-typed
+    fields (e.g. topics.areas), ``defaults``/``hydra`` and ``${...}`` interpolations are skipped:
+    their values are not comparable one to one with the yaml text."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("defaults", "hydra"):
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(obj, key)):
+            out.update(_scalars(value, getattr(obj, key), path))
+        elif value is None or isinstance(value, str | int | float | bool):
+            if not (isinstance(value, str) and "${" in value):
+                out[path] = value
+    return out
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _default_experiment() -> str:
+    """The experiment conf/config.yaml composes by default; its values win over group options."""
+    (name,) = [
+        d["experiment"]
+        for d in _yaml(CONF_DIR / "config.yaml")["defaults"]
+        if isinstance(d, dict) and "experiment" in d
+    ]
+    return name
+
+
+def _assert_applied(cfg: RootConfig, expected: dict[str, Any], skip: set[str]) -> int:
+    """Every expected dotted value not in ``skip`` is what ``cfg`` holds; returns how many were checked."""
+    checked = {k: v for k, v in expected.items() if k not in skip}
+    assert {k: _get(cfg, k) for k in checked} == checked
+    return len(checked)
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v))
 def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
     overrides = [f"{group}={option}"]
     if group == "eval" and option == "mlgym":
         overrides.append("eval.mlgym_root=/tmp/mlgym")
     cfg = to_root_config(_compose(overrides))
-    assert isinstance(cfg, RootConfig)
+    # the option's own values are applied, except where the default experiment (a _global_ package
+    # composed after the groups) or a command-line override sets the same key
+    experiment = CONF_DIR / "experiment" / f"{_default_experiment()}.yaml"
+    skip = set(_scalars(_yaml(experiment), cfg, "")) | {o.split("=", 1)[0] for o in overrides}
+    node = _yaml(CONF_DIR / group / f"{option}.yaml")
+    if not _assert_applied(cfg, _scalars(node, getattr(cfg, group), group), skip):
+        pytest.skip(f"{group}/{option}.yaml sets no scalar the default experiment leaves alone")
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_validates(experiment: str) -> None:
     cfg = to_root_config(_compose([f"experiment={experiment}"]))
-    assert isinstance(cfg, RootConfig)
+    node = _yaml(CONF_DIR / "experiment" / f"{experiment}.yaml")
+    assert _assert_applied(cfg, _scalars(node, cfg, ""), set()) > 0  # e.g. label, per-group settings
 
 
 def test_a_type_error_in_an_override_names_the_key() -> None:

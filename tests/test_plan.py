@@ -1,13 +1,23 @@
-"""`dry_run=true` prints the plan of the paper recipes without running anything."""
+"""`dry_run=true` prints the plan of the paper recipes without running anything; the plan's numbers
+follow the config."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from stsc.config import LLMConfig, RootConfig, TopicsConfig, TopicSeed
+from stsc.evaluation.mlgym_tasks import MLGYM_TASKS
+from stsc.plan import Assumptions, StagePlan, make_plan, topic_expansion_calls
+from stsc.synth.topics import run_topics
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.hub.stages import make_ctx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,3 +51,87 @@ def test_a_paper_recipe_dry_run_prints_stages_items_calls_tokens_and_usd(
     assert rollout_calls > 1_000_000  # ~hundreds of tasks x 256 trajectories x ~40 steps
     assert "estimated total: $" in proc.stdout
     assert not (tmp_path / "mlruns" / "store").exists()  # nothing ran
+
+
+# -- estimates computed from the config --------------------------------------------------------------
+
+
+def _unit_cfg(tmp_path: Path) -> RootConfig:
+    cfg = RootConfig(root=str(tmp_path))
+    cfg.topics = TopicsConfig(
+        n=30,
+        areas={"tabular": 1.0, "graphs": 1.0},  # quotas 15 + 15
+        seeds=[
+            TopicSeed("tabular", "Wine quality prediction", "Predict the quality score of wines."),
+            TopicSeed("tabular", "Crop yield estimation", "Estimate crop yields from field data."),
+        ],
+        expand_with_llm=True,
+        batch_size=5,
+        max_llm_calls=100,
+        llm=LLMConfig(model="openai/fake-model", input_cost_per_token=1e-6, output_cost_per_token=2e-6),
+    )
+    return cfg
+
+
+def _stages(cfg: RootConfig) -> dict[str, StagePlan]:
+    return {s.name: s for s in make_plan(cfg).stages}
+
+
+def test_topic_calls_follow_batch_size_per_area(tmp_path: Path) -> None:
+    cfg = _unit_cfg(tmp_path)
+    topics = _stages(cfg)["topics"]
+    # tabular misses 13 (ceil(13/5) = 3 calls), graphs 15 (3 calls); "20 per call" would say 2
+    assert topic_expansion_calls(cfg.topics) == 6
+    assert topics.calls == 6
+    assert topics.prompt_tokens == 6 * Assumptions().topic_call[0]
+    assert "5 topics per call" in topics.note and "at most 100 calls" in topics.note
+
+
+def test_topic_calls_stop_at_the_call_cap(tmp_path: Path) -> None:
+    cfg = _unit_cfg(tmp_path)
+    cfg.topics.max_llm_calls = 4
+    assert _stages(cfg)["topics"].calls == 4
+    cfg.topics.expand_with_llm = False
+    assert _stages(cfg)["topics"].calls == 0
+
+
+def _fresh_topics(messages: list[dict]) -> str:
+    """Fake model: exactly the requested number of new, distinct topics."""
+    prompt = messages[-1]["content"]
+    area = re.search(r'in the area "([^"]+)"', prompt).group(1)
+    count = int(re.search(r"Propose (\d+) new", prompt).group(1))
+    drafts = []
+    for _ in range(count):
+        _fresh_topics.n += 1
+        drafts.append({"title": f"{area} problem {_fresh_topics.n}", "description": f"Fresh {area} topic."})
+    return json.dumps({"topics": drafts})
+
+
+@pytest.mark.parametrize("batch_size,max_llm_calls", [(5, 100), (4, 100), (10, 100), (5, 3)])
+def test_topic_calls_match_what_the_stage_makes(
+    tmp_path: Path, openai_server: FakeOpenAIServer, batch_size: int, max_llm_calls: int
+) -> None:
+    cfg = _unit_cfg(tmp_path)
+    cfg.topics.batch_size, cfg.topics.max_llm_calls = batch_size, max_llm_calls
+    cfg.topics.llm.api_base, cfg.topics.llm.max_retries = openai_server.base_url, 0
+    _fresh_topics.n = 0
+    openai_server.responder = _fresh_topics
+    run_topics(cfg, make_ctx(tmp_path, "topics"))
+    assert len(openai_server.chat_requests) == topic_expansion_calls(cfg.topics)
+
+
+def test_evaluate_counts_the_listed_tasks(tmp_path: Path) -> None:
+    cfg = _unit_cfg(tmp_path)
+    cfg.eval.suite, cfg.eval.runs_per_task = "mlgym", 4
+    cfg.eval.tasks = ["3SATTime", "blotto"]
+    evaluate = _stages(cfg)["evaluate"]
+    assert evaluate.items == 2 * 2 * 4  # base + sft students x 2 tasks x 4 runs (13 tasks gave 104)
+    assert "2 tasks" in evaluate.note
+    cfg.eval.suite = "library"
+    assert _stages(cfg)["evaluate"].items == 2 * 2 * 4
+
+
+def test_evaluate_defaults_to_every_task_of_the_suite(tmp_path: Path) -> None:
+    cfg = _unit_cfg(tmp_path)
+    cfg.eval.suite, cfg.eval.runs_per_task = "mlgym", 3
+    assert _stages(cfg)["evaluate"].items == 2 * len(MLGYM_TASKS) * 3 == 78
