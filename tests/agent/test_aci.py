@@ -224,14 +224,69 @@ def test_scoring_uses_the_pristine_evaluator_and_keeps_labels_out_of_the_workspa
     assert "answers" not in run(aci, "ls -R . ; ls /run/stsc/private 2>&1 || true")
 
 
-def test_unreadable_output_is_an_evaluation_format_error(aci) -> None:
-    run(aci, "printf 'row,guess\\n1,2\\n' > submission.csv")
+def test_an_evaluator_that_crashes_is_an_evaluation_format_error(aci) -> None:
+    run(aci, "printf 'row,guess\\n1,2\\n' > submission.csv")  # no id column: evaluate.py raises KeyError
     assert "could not be evaluated" in run(aci, "validate")
     assert aci.autosubmit("max_steps") == "evaluation_format_error (max_steps)"
     submitted = aci.execute("submit")
     assert submitted.done and submitted.exit_status == "evaluation_format_error (submit)"
     assert submitted.text.startswith("evaluation_format_error (submit): The evaluation failed (exit code")
     assert aci.scores == []
+
+
+@pytest.fixture
+def task_with_evaluator(toy_task: Path, tmp_path: Path, sandbox_factory) -> Iterator:
+    """``make(evaluate_py, **agent_cfg)``: an ACI on a copy of the toy task whose pristine
+    evaluate.py is ``evaluate_py``, with the baseline's submission already written."""
+    import shutil
+
+    opened = []
+
+    def make(evaluate_py: str, **cfg: object) -> AgentComputerInterface:
+        task_dir = tmp_path / f"task-{len(opened)}"
+        shutil.copytree(toy_task, task_dir)
+        (task_dir / "workspace" / "evaluate.py").write_text(evaluate_py)
+        sandbox = sandbox_factory.start(task_dir / "workspace", "test-aci")
+        aci = AgentComputerInterface(sandbox, load_task(task_dir), AgentConfig(**cfg))
+        opened.append((aci, sandbox))
+        run(aci, "python baseline.py")
+        return aci
+
+    yield make
+    for aci, sandbox in opened:
+        aci.close()
+        sandbox.close()
+
+
+@pytest.mark.parametrize(
+    ("printed", "reason"),
+    [
+        ("accuracy: 0.5", "the output is not one JSON object (Expecting value)"),
+        ("[0.5]", "the output is JSON but a list, not an object"),
+    ],
+)
+def test_evaluation_output_that_is_not_one_json_object_is_an_evaluation_format_error(
+    task_with_evaluator, printed: str, reason: str
+) -> None:
+    aci = task_with_evaluator(f"print({printed!r})\n")
+    detail = f"The evaluation output could not be read: {reason}. Output:\n{printed}"
+    assert run(aci, "validate") == f"Your submission could not be evaluated. {detail}"
+    assert aci.autosubmit("max_steps") == "evaluation_format_error (max_steps)"
+    submitted = aci.execute("submit")
+    assert submitted.done and submitted.exit_status == "evaluation_format_error (submit)"
+    assert submitted.text == f"evaluation_format_error (submit): {detail}"
+    assert aci.scores == [] and aci.submission is None
+
+
+def test_an_evaluation_over_the_training_timeout_is_an_evaluation_format_error(task_with_evaluator) -> None:
+    aci = task_with_evaluator(
+        'import json, time\ntime.sleep(30)\nprint(json.dumps({"accuracy": 1.0}))\n', training_timeout_s=1.0
+    )
+    started = time.monotonic()
+    out = run(aci, "validate")
+    assert time.monotonic() - started < 15
+    assert out == "Your submission could not be evaluated. The evaluation did not finish within 1 s."
+    assert aci.scores == [] and aci.submission is None
 
 
 def test_submit_ends_the_episode_with_the_mlgym_status(make_aci) -> None:

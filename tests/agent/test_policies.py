@@ -56,8 +56,11 @@ def test_the_scripted_researcher_submits_in_time_when_steps_run_out(
 ) -> None:
     policy = make_policy(PolicyConfig(kind="scripted", name="scripted"))
     result = episode(toy_task, policy, sandbox_factory, tmp_path / "run", max_steps=6)
-    assert result.exit_status == "submitted" and result.steps <= 6
+    assert result.exit_status == "submitted" and result.steps == 6
     assert result.last_score == result.baseline_score
+    actions = [s["action"] for s in trajectory(tmp_path / "run")]
+    assert len(actions) == 6  # with two steps left it restores its best submission, then submits itself
+    assert actions[-2:] == ["rm -f submission.csv && python baseline.py", "submit"]
 
 
 def test_submit_baseline_scores_the_baseline(toy_task, sandbox_factory, tmp_path) -> None:

@@ -50,7 +50,8 @@ def test_explicit_token_counts_override_word_counts(openai_server: FakeOpenAISer
     openai_server.push(Reply(text="x", prompt_tokens=100, completion_tokens=7))
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
-    assert _post(openai_server, body)[1]["usage"]["prompt_tokens"] == 100
+    usage = _post(openai_server, body)[1]["usage"]
+    assert usage == {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107}  # words: 1 and 1
 
 
 def test_models_endpoint_lists_the_model(openai_server: FakeOpenAIServer):

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import sqlite3
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -249,17 +248,18 @@ def test_threads_share_the_cache_without_losing_entries(tmp_path):
         text="a", prompt_tokens=1, completion_tokens=1, cost_usd=0.0, cached=False, model="m", latency_s=0.0
     )
 
-    def write(worker: int) -> None:
+    def write(worker: int) -> list[str]:
+        misses = []
         for i in range(50):
             cache.put(f"{worker}-{i}", answer, {})
-            assert cache.get(f"{worker}-{i}") is not None
+            if cache.get(f"{worker}-{i}") is None:
+                misses.append(f"{worker}-{i}")
+        return misses
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=8) as pool:  # a worker's exception re-raises from map
+        misses = [key for keys in pool.map(write, range(8)) for key in keys]
 
+    assert misses == []
     assert ResponseCache(tmp_path / "cache", "openai/fake-model").count() == 8 * 50
 
 

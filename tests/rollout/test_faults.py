@@ -74,16 +74,20 @@ def test_infrastructure_failures_are_retried_then_dropped(
 
 
 class _Exploding:
-    """A policy that works for two steps, then fails in a way nobody handles."""
+    """A policy that works for four calls (over all episodes), then fails in a way nobody handles.
+    Just before it raises it counts the sandbox folders open in ``workdir``."""
 
     name = "exploding"
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.calls = 0
+        self.workdir = workdir
+        self.open_sandboxes: int | None = None
 
     async def act(self, messages: list[dict[str, str]], *, seed: int) -> PolicyReply:
         self.calls += 1
         if self.calls > 4:
+            self.open_sandboxes = len(list(self.workdir.iterdir()))
             raise RuntimeError("a bug in the policy")
         return PolicyReply(text=command("sleep 0.2"))
 
@@ -96,8 +100,10 @@ def test_an_unknown_error_stops_the_stage_and_closes_every_sandbox(library: Path
     factory = make_factory(SandboxConfig(backend="local", workdir=str(workdir)))
     cfg = rollout_config(tmp_path, None, per_task=3, concurrency=3)
     ctx = stage_context(tmp_path, library)
+    policy = _Exploding(workdir)
     with pytest.raises(RuntimeError, match="a bug in the policy"):
-        run_rollout(cfg, ctx, sandbox_factory=factory, policy=_Exploding())
+        run_rollout(cfg, ctx, sandbox_factory=factory, policy=policy)
+    assert policy.open_sandboxes is not None and policy.open_sandboxes > 0, "sandboxes lived in workdir"
     assert list(workdir.iterdir()) == []
     assert not list((ctx.out_dir / "runs").glob("*/stsc.json"))
 

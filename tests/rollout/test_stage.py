@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from stsc.agent.parser import parse_response
 from stsc.rollout import run_rollout
 from stsc.rollout.plan import plan_episodes, select_training_tasks
 from stsc.synth.library import LibrarySplit
-from tests.agent.conftest import command
-from tests.rollout.conftest import agent_turn, rollout_config, stage_context
+from tests.rollout.conftest import SCRIPT, agent_turn, rollout_config, stage_context
 
 
 def _runs(out: Path) -> list[Path]:
@@ -111,7 +111,13 @@ def test_max_tasks_caps_the_training_tasks(library: Path, tmp_path: Path) -> Non
 
 
 def test_the_scripted_agent_helper_speaks_the_agent_format() -> None:
-    assert agent_turn([{"role": "user", "content": "task"}]) == command("ls data")
+    messages: list[dict[str, str]] = [{"role": "user", "content": "task"}]
+    actions = []
+    for _ in range(len(SCRIPT) + 1):
+        reply = agent_turn(messages)
+        actions.append(parse_response(reply).action)
+        messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": "output"}]
+    assert actions == [*SCRIPT, SCRIPT[-1]]  # the production parser reads each step's command
 
 
 def test_a_missing_api_key_fails_before_any_episode_starts(library: Path, tmp_path: Path) -> None:

@@ -252,7 +252,8 @@ def test_evaluate_runs_in_the_workspace_and_reports_failures_as_results(sandbox,
         ["python", "-c", "import os; print(os.getcwd()); raise SystemExit(2)"], private_dir, 120
     )
     assert result.exit_code == 2 and result.stdout.strip() == sandbox.workspace
-    assert not sandbox.evaluate('echo "[$STSC_PRIVATE_DIR]"', None, 60).stdout.strip().endswith("/private]")
+    without = sandbox.evaluate('echo "[$STSC_PRIVATE_DIR]"', None, 60)
+    assert (without.exit_code, without.stdout) == (0, "[]\n"), "no private folder, no variable"
 
 
 # -- containment ---------------------------------------------------------------------------------
@@ -311,8 +312,9 @@ def test_a_fork_bomb_is_contained(sandbox):
     result = sandbox.exec(":(){ :|:& };:", timeout=3)
     assert time.monotonic() - started < 30
     assert result.exit_code == 0 or result.timed_out
-    foreground = sandbox.exec(":(){ :|:; };:", timeout=3)
-    assert foreground.timed_out or foreground.exit_code != 0
+    started = time.monotonic()
+    sandbox.exec(":(){ :|:; };:", timeout=3)
+    assert time.monotonic() - started < 30, "a foreground bomb must end with its timeout"
     check = sandbox.exec("echo alive; ps -e --no-headers | wc -l", timeout=30)
     assert check.stdout.split()[0] == "alive", check.stderr
     assert int(check.stdout.split()[1]) < 16, "bomb processes survived:\n" + check.stdout

@@ -73,5 +73,7 @@ def test_a_command_that_stops_the_container_does_not_end_the_sandbox(docker_cfg,
             if not _inspect(sb)["State"]["Running"]:
                 break
             time.sleep(0.1)
+        else:
+            pytest.fail("the container never stopped, so the restart path was not exercised")
         result = shell.run('pwd; echo "$KEEP"; cat ../file.txt', timeout=30)
         assert result.stdout.splitlines() == [f"{sb.workspace}/data", "1", "kept"]

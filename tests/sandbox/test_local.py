@@ -92,22 +92,33 @@ def test_importing_the_sandbox_package_loads_no_backend():
     assert out.strip() == "['stsc.sandbox.base']"
 
 
-@pytest.mark.gpu
-def test_gpus_reach_isolated_commands_only_when_configured(tmp_path, task_workspace):
+def _nvidia_smi(tmp_path, task_workspace, gpus: str | None):
+    """``nvidia-smi -L`` in a local sandbox started with ``sandbox.gpus = gpus``."""
     import glob
     import shutil
 
     if not glob.glob("/dev/nvidia*") or shutil.which("nvidia-smi") is None:
         pytest.skip("no NVIDIA GPU (device nodes and nvidia-smi) on this machine")
-    seen = {}
-    for gpus in (None, "all"):
-        cfg = base_config("local", tmp_path / "sandboxes")
-        cfg.gpus = gpus
-        with LocalSandboxFactory(cfg).start(task_workspace, "gpu") as sb:
-            seen[gpus] = sb.exec("nvidia-smi -L", timeout=120)
-    assert seen["all"].ok and "GPU 0" in seen["all"].stdout
-    if shutil.which("bwrap"):
-        assert not seen[None].ok, "without sandbox.gpus the GPU stays outside the sandbox"
+    cfg = base_config("local", tmp_path / "sandboxes")
+    cfg.gpus = gpus
+    with LocalSandboxFactory(cfg).start(task_workspace, "gpu") as sb:
+        return sb.exec("nvidia-smi -L", timeout=120)
+
+
+@pytest.mark.gpu
+def test_gpus_reach_commands_when_configured(tmp_path, task_workspace):
+    result = _nvidia_smi(tmp_path, task_workspace, "all")
+    assert result.ok and "GPU 0" in result.stdout, result
+
+
+@pytest.mark.gpu
+def test_gpus_stay_outside_isolated_commands_unless_configured(tmp_path, task_workspace):
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("the local backend runs unisolated here: bubblewrap (bwrap) is not installed")
+    result = _nvidia_smi(tmp_path, task_workspace, None)
+    assert not result.ok, "without sandbox.gpus the GPU stays outside the sandbox"
 
 
 def test_cpu_time_and_address_space_limits_apply_to_each_command(tmp_path, task_workspace):
