@@ -159,6 +159,7 @@ class FaultyFactory:
         self.kill, self.refuse, self.at = kill, refuse, at
         self.started = 0
         self.killed = 0
+        self.roots: list[Path] = []  # host folders of the sandboxes it started
         self._lock = threading.Lock()
 
     def start(self, workspace: Path, label: str) -> Any:
@@ -168,6 +169,8 @@ class FaultyFactory:
         if self.refuse(index):
             raise SandboxError("the sandbox engine is not answering")
         sandbox = self.inner.start(workspace, label)
+        with self._lock:
+            self.roots.append(sandbox.layout.root)
         if self.kill(index):
             with self._lock:
                 self.killed += 1

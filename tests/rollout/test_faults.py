@@ -120,4 +120,5 @@ def test_sandboxes_of_finished_and_failed_episodes_are_all_removed(
     ctx = stage_context(tmp_path, library)
     run_rollout(cfg, ctx, sandbox_factory=factory)
     assert ctx.report.items_out == 4 and len(_attempts(ctx.out_dir)) == 1
+    assert len(factory.roots) == 5 and all(r.parent == workdir for r in factory.roots)  # 4 + 1 retry
     assert list(workdir.iterdir()) == []
