@@ -318,6 +318,9 @@ async def run_episode(
     except SandboxError as e:
         worker.close()
         raise EpisodeInfraError(f"{task.task_id}: the sandbox did not start: {e}", str(run_dir)) from e
+    except BaseException:  # cancelled while starting: the start finishes on the worker's thread
+        worker.close()
+        raise
     try:
         aci = await worker(AgentComputerInterface, sandbox, task, agent_cfg)
         episode = Episode(task, policy, aci, agent_cfg, run_dir=run_dir, seed=seed, worker=worker)

@@ -33,7 +33,7 @@ from pathlib import Path
 from stsc.agent import EpisodeResult, run_episode
 from stsc.agent.policies import Policy, PolicyReply
 from stsc.config import AgentConfig, RolloutConfig
-from stsc.errors import BudgetExceededError, EpisodeInfraError, TaskFormatError
+from stsc.errors import BudgetExceededError, EpisodeInfraError, SandboxError, TaskFormatError
 from stsc.rollout.budget import BudgetedPolicy, SpendLedger
 from stsc.rollout.folders import RolloutFolders
 from stsc.rollout.plan import EpisodePlan
@@ -65,21 +65,46 @@ class EpisodeOutcome:
 
 class TrackedFactory:
     """A ``SandboxFactory`` that remembers the sandboxes it started, so ``close_all`` can close any
-    an interrupted episode left open (``close`` is idempotent)."""
+    an interrupted episode left open (``close`` is idempotent).
 
-    def __init__(self, factory: SandboxFactory):
+    A start still running on an episode's thread when ``close_all`` is called (the episode was
+    cancelled while it waited) is waited for, up to ``start_grace_s``; a sandbox that comes up after
+    ``close_all`` is closed at once and its start raises ``SandboxError``."""
+
+    def __init__(self, factory: SandboxFactory, start_grace_s: float = 120.0):
         self.factory = factory
+        self.start_grace_s = start_grace_s
         self._live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._starting = 0
+        self._closing = False
 
     def start(self, workspace: Path, label: str) -> Sandbox:
-        sandbox = self.factory.start(workspace, label)
-        with self._lock:
-            self._live.add(sandbox)
+        with self._changed:
+            if self._closing:
+                raise SandboxError("the collection is stopping; no new sandbox is started")
+            self._starting += 1
+        sandbox: Sandbox | None = None
+        try:
+            sandbox = self.factory.start(workspace, label)
+        finally:
+            with self._changed:
+                self._starting -= 1
+                late = self._closing
+                if sandbox is not None and not late:
+                    self._live.add(sandbox)
+                self._changed.notify_all()
+        if late:
+            sandbox.close()
+            raise SandboxError("the collection stopped while this sandbox was starting; it is closed")
         return sandbox
 
     def close_all(self) -> None:
-        with self._lock:
+        with self._changed:
+            self._closing = True
+            if not self._changed.wait_for(lambda: self._starting == 0, timeout=self.start_grace_s):
+                log.warning("rollout: %d sandbox start(s) still running; each closes its sandbox when done",
+                            self._starting)  # fmt: skip
             sandboxes = list(self._live)
         for sandbox in sandboxes:
             try:

@@ -5,6 +5,7 @@ kept, and no sandbox outlives the stage."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,40 @@ def test_an_unknown_error_stops_the_stage_and_closes_every_sandbox(library: Path
     assert policy.open_sandboxes is not None and policy.open_sandboxes > 0, "sandboxes lived in workdir"
     assert list(workdir.iterdir()) == []
     assert not list((ctx.out_dir / "runs").glob("*/stsc.json"))
+
+
+class _SlowThirdStart:
+    """Local sandboxes; the third start takes a second (a container being created), so the stage
+    stops while it is still coming up."""
+
+    def __init__(self, workdir: Path) -> None:
+        from stsc.sandbox import make_factory
+
+        self.inner = make_factory(SandboxConfig(backend="local", workdir=str(workdir)))
+        self.started: list[Path] = []
+
+    def start(self, workspace: Path, label: str) -> Any:
+        if len(self.started) == 2:
+            self.started.append(Path("pending"))
+            time.sleep(1.0)
+            sandbox = self.inner.start(workspace, label)
+            self.started[2] = sandbox.layout.root
+            return sandbox
+        sandbox = self.inner.start(workspace, label)
+        self.started.append(sandbox.layout.root)
+        return sandbox
+
+
+def test_a_sandbox_still_starting_when_the_stage_stops_is_closed_too(library: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "sandboxes"
+    workdir.mkdir()
+    factory = _SlowThirdStart(workdir)
+    cfg = rollout_config(tmp_path, None, per_task=3, concurrency=3)
+    policy = _Exploding(workdir)
+    with pytest.raises(RuntimeError, match="a bug in the policy"):
+        run_rollout(cfg, stage_context(tmp_path, library), sandbox_factory=factory, policy=policy)
+    assert len(factory.started) == 3 and factory.started[2].parent == workdir  # it did come up
+    assert list(workdir.iterdir()) == []  # and was closed before the stage returned
 
 
 def test_sandboxes_of_finished_and_failed_episodes_are_all_removed(
