@@ -46,19 +46,22 @@ PENALTY = 1.05
 
 @dataclass(frozen=True)
 class RunScore:
-    """``best_run`` and ``last_run`` of one run; None when the run has no entry with the metric."""
+    """``best_run`` and ``last_run`` of one run (mlgym.md §6.1); None where there is no value: ``best``
+    when no entry holds the metric, ``last`` when the last entry does not (a final submission
+    whose evaluation printed no finite value for it)."""
 
     best: float | None
     last: float | None
 
 
 def run_score(run: RunResult, scoring: TaskScoring) -> RunScore:
-    """Score one run on its priority metric (entries without the metric are skipped)."""
+    """Score one run on its priority metric: ``best`` over the entries that hold it, ``last`` the
+    metric of the last entry."""
     values = run.values(scoring.metric)
     if not values:
         return RunScore(None, None)
     best = max(values) if scoring.higher_is_better else min(values)
-    return RunScore(best, values[-1])
+    return RunScore(best, run.agent[-1].get(scoring.metric))
 
 
 @dataclass(frozen=True)

@@ -83,9 +83,12 @@ def test_method_best_on_every_task_gets_aup_equal_to_max_tau(write_run, tmp_path
     assert result.best_aup[BASELINE] < result.best_aup["weak"]
 
 
-def test_run_score_best_and_last_skip_entries_without_the_metric(write_run) -> None:
-    run = read_run(write_run("m", "cls", agent=[{"acc": 0.7}, {"acc": 0.9}, {"acc": 0.8}, {"other": 5.0}]))
+def test_best_skips_entries_without_the_metric_and_last_is_the_last_entrys(write_run) -> None:
+    run = read_run(write_run("m", "cls", agent=[{"acc": 0.7}, {"other": 5.0}, {"acc": 0.9}, {"acc": 0.8}]))
     assert (run_score(run, ACC).best, run_score(run, ACC).last) == (0.9, 0.8)
+    # a final submission that printed NaN (training diverged) has no last score, not an earlier one
+    diverged = read_run(write_run("m", "cls", 1, agent=[{"acc": 0.7}, {"acc": float("nan")}]))
+    assert (run_score(diverged, ACC).best, run_score(diverged, ACC).last) == (0.7, None)
     low = read_run(write_run("m", "lm", agent=[{"loss": 2.0}, {"loss": 1.5}, {"loss": 1.8}]))
     assert (run_score(low, LOSS).best, run_score(low, LOSS).last) == (1.5, 1.8)
 
