@@ -157,7 +157,12 @@ def _run_methods(
             folders.move_aside(
                 plan.run_name, plan.task_id, "interrupted", "the stage stopped before it finished"
             )
-    ledger = SpendLedger(cfg.eval.budget_usd, None, folders.spend_by_task(p.run_name for p in finished))
+    ledger = SpendLedger(
+        cfg.eval.budget_usd,
+        None,
+        folders.spend_by_task(p.run_name for p in finished),
+        budget_key="eval.budget_usd",
+    )
     outcomes = [
         MethodOutcome(name, EpisodeOutcome(p, Outcome.FINISHED, folders.result(p.run_name)))
         for name, ps in plans.items()

@@ -40,7 +40,8 @@ class LLMClient:
     """Chat completions for one ``LLMConfig`` (see the ``stsc.llm`` docstring for the contract).
 
     ``cache_dir``: where answers are cached (used when ``cfg.cache``; None disables caching).
-    ``budget_usd``: hard cap on ``usage.cost_usd``; None falls back to ``cfg.budget_usd``.
+    ``budget_usd``: hard cap on ``usage.cost_usd`` (a stage's remaining budget); ``cfg.budget_usd``
+    caps it too, whichever is lower (None = no cap).
     ``usage``: accumulator to update; pass one ``Usage`` to several clients to give them one budget.
     ``on_call``: observer called with a ``CallEvent`` after every finished call (tracing); its
     exceptions are logged, never raised.
@@ -59,7 +60,8 @@ class LLMClient:
         self.cache = (
             ResponseCache(Path(cache_dir), cfg.model) if cache_dir is not None and cfg.cache else None
         )
-        self.budget_usd = budget_usd if budget_usd is not None else cfg.budget_usd
+        caps = [b for b in (budget_usd, cfg.budget_usd) if b is not None]
+        self.budget_usd = min(caps) if caps else None
         self.on_call = on_call
         self._usage = usage if usage is not None else Usage()
         self._lock = threading.Lock()

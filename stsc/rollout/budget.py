@@ -20,17 +20,28 @@ from stsc.errors import BudgetExceededError
 from stsc.rollout.folders import Spend
 
 
+def tightest(**budgets: float | None) -> tuple[float | None, str]:
+    """The lowest of the set budgets and its config key (dots as ``__``); (None, first key) when
+    none is set."""
+    keys = list(budgets)
+    set_ = [(value, key) for key, value in budgets.items() if value is not None]
+    value, key = min(set_) if set_ else (None, keys[0])
+    return value, key.replace("__", ".")
+
+
 class SpendLedger:
     """USD spent by the stage and by each task, against ``budget_usd`` and ``per_task_budget_usd``
-    (None = unlimited)."""
+    (None = unlimited). ``budget_key`` names the setting the stage budget comes from (error text)."""
 
     def __init__(
         self,
         budget_usd: float | None,
         per_task_budget_usd: float | None,
         restored: Mapping[str, Spend] | None = None,
+        budget_key: str = "rollout.budget_usd",
     ):
         self.budget_usd = budget_usd
+        self.budget_key = budget_key
         self.per_task_budget_usd = per_task_budget_usd
         self.by_task: dict[str, float] = {k: v.cost_usd for k, v in (restored or {}).items()}
         self.restored_usd = sum(self.by_task.values())
@@ -44,8 +55,8 @@ class SpendLedger:
         """Why no more spend is allowed for ``task_id`` (which budget, how much), or None."""
         if self.budget_usd is not None and self.total_usd >= self.budget_usd:
             return (
-                f"the rollout budget ${self.budget_usd:.4f} is spent (${self.total_usd:.4f}); "
-                "raise rollout.budget_usd to collect more"
+                f"the stage budget {self.budget_key}=${self.budget_usd:.4f} is spent "
+                f"(${self.total_usd:.4f}); raise {self.budget_key} to collect more"
             )
         spent = self.by_task.get(task_id, 0.0)
         if self.per_task_budget_usd is not None and spent >= self.per_task_budget_usd:

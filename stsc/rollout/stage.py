@@ -10,7 +10,7 @@ from typing import Any
 
 from stsc.agent.policies import Policy
 from stsc.config import RootConfig
-from stsc.rollout.budget import SpendLedger
+from stsc.rollout.budget import SpendLedger, tightest
 from stsc.rollout.collector import Collector, EpisodeOutcome, Outcome
 from stsc.rollout.folders import RolloutFolders, Spend
 from stsc.rollout.plan import EpisodePlan, plan_episodes, select_training_tasks
@@ -50,10 +50,14 @@ def run_rollout(
     todo = [p for p in plans if not folders.finished(p.run_name)]
     for plan in todo:  # left by a run of this stage that was killed mid-episode
         folders.move_aside(plan.run_name, plan.task_id, "interrupted", "the stage stopped before it finished")
+    # the teacher's own cap is a cap on this stage's calls too, kept across resumed runs like the stage's
+    teacher_cap = cfg.teacher.llm.budget_usd if cfg.teacher.kind == "llm" and policy is None else None
+    budget, key = tightest(rollout__budget_usd=cfg.rollout.budget_usd, teacher__llm__budget_usd=teacher_cap)
     ledger = SpendLedger(
-        cfg.rollout.budget_usd,
+        budget,
         cfg.rollout.per_task_budget_usd,
         folders.spend_by_task(p.run_name for p in finished),
+        budget_key=key,
     )
     log.info("rollout: %d episodes planned, %d already finished, $%.4f spent before", len(plans),
              len(finished), ledger.restored_usd)  # fmt: skip

@@ -158,6 +158,16 @@ def test_spent_budget_stops_new_calls_before_sending(make_client, openai_server)
     assert client.usage.failures == 0
 
 
+def test_the_configured_cap_holds_under_a_larger_stage_budget(make_client, openai_server):
+    client = make_client(budget_usd=0.005, client_kwargs={"budget_usd": 100.0})  # llm.budget_usd is lower
+    client.complete(USER)
+
+    with pytest.raises(BudgetExceededError, match=r"budget \$0\.0050"):
+        client.complete([{"role": "user", "content": "one more"}])
+    assert len(openai_server.chat_requests) == 1
+    assert make_client(budget_usd=5.0, client_kwargs={"budget_usd": 0.5}).budget_usd == 0.5
+
+
 def test_a_shared_usage_is_one_budget_for_several_clients(make_client, openai_server):
     shared = Usage()
     first = make_client(client_kwargs={"usage": shared, "budget_usd": 0.005})

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from stsc.rollout import run_rollout
-from stsc.rollout.budget import SpendLedger
+from stsc.rollout.budget import SpendLedger, tightest
 from tests.agent.conftest import command
 from tests.fakes.openai_server import count_words
 from tests.rollout.conftest import agent_turn, rollout_config, stage_context
@@ -23,12 +25,16 @@ def _cost_of(out: Path) -> float:
     return total
 
 
+@pytest.mark.parametrize("key", ["rollout.budget_usd", "teacher.llm.budget_usd"])
 def test_a_spent_stage_budget_stops_new_and_running_episodes(
-    library: Path, openai_server, tmp_path: Path
+    library: Path, openai_server, tmp_path: Path, key: str
 ) -> None:
     openai_server.responder = agent_turn
-    cfg = rollout_config(tmp_path, openai_server, per_task=3, concurrency=2, sandbox_concurrency=2,
-                         budget_usd=0.35)  # fmt: skip
+    cfg = rollout_config(tmp_path, openai_server, per_task=3, concurrency=2, sandbox_concurrency=2)
+    if key == "rollout.budget_usd":
+        cfg.rollout.budget_usd, cfg.teacher.llm.budget_usd = 0.35, 5.0  # the lower one binds
+    else:  # the teacher's own cap binds the stage the same way, across restarts included
+        cfg.rollout.budget_usd, cfg.teacher.llm.budget_usd = None, 0.35
     cfg.teacher.llm.output_cost_per_token = PRICE
     ctx = stage_context(tmp_path, library)
     run_rollout(cfg, ctx)
@@ -41,7 +47,7 @@ def test_a_spent_stage_budget_stops_new_and_running_episodes(
     assert abs(report.cost_usd - _cost_of(ctx.out_dir)) < 1e-9
     stopped = [json.loads(p.read_text()) for p in (ctx.out_dir / "failed_attempts").glob("*/*/failure.json")]
     assert stopped and all(s["reason"] == "budget_exhausted" for s in stopped)
-    assert all("rollout.budget_usd" in s["message"] for s in stopped)
+    assert all(f"{key}=$0.3500 is spent" in s["message"] for s in stopped)
     rows = [r for r in ctx.tables["episodes"] if r["outcome"] == "budget_exhausted"]
     assert len(rows) == report.drops["budget_exhausted"] and all(r["exit_status"] == "" for r in rows)
 
@@ -78,3 +84,9 @@ def test_the_ledger_restores_spend_and_names_the_budget_to_raise() -> None:
     ledger.charge("a", 0.3)
     assert "rollout.budget_usd" in ledger.exhausted("c")
     assert SpendLedger(None, None).exhausted("a") is None
+
+
+def test_the_tightest_budget_wins_and_is_named() -> None:
+    assert tightest(rollout__budget_usd=2.0, teacher__llm__budget_usd=0.5) == (0.5, "teacher.llm.budget_usd")
+    assert tightest(rollout__budget_usd=2.0, teacher__llm__budget_usd=None) == (2.0, "rollout.budget_usd")
+    assert tightest(rollout__budget_usd=None, teacher__llm__budget_usd=None) == (None, "rollout.budget_usd")
