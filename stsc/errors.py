@@ -33,6 +33,16 @@ class MissingAPIKeyError(LLMError):
     """The provider of the configured model needs an API key that is not set."""
 
 
+class RequestRejectedError(LLMError):
+    """The provider rejects the request itself (bad credentials, unknown model, invalid parameters,
+    no quota left): no retry, of the call or of the episode, can succeed, so the stage stops."""
+
+
+class ContentRefusedError(LLMError):
+    """The provider refuses to answer this conversation (a content-policy refusal): the episode
+    ends, and is not retried as an infrastructure failure."""
+
+
 class ModelOutputError(StscError):
     """Model output does not have the expected shape (malformed JSON, no command block, ...)."""
 

@@ -9,8 +9,10 @@ workspace is still scored (auto-submission).
 
 Errors: agent failures become recorded statuses. Infrastructure failures (``SandboxError``, a model
 provider failing after its retries) leave a partial run folder without ``stsc.json`` and raise
-``EpisodeInfraError`` so the caller can retry. ``BudgetExceededError`` (a stage budget is spent)
-and ``ConfigError``/``MissingAPIKeyError`` propagate unchanged, after the trajectory is saved.
+``EpisodeInfraError`` so the caller can retry. A content-policy refusal (``ContentRefusedError``)
+ends the episode with ``exit_api`` and is not retried. ``BudgetExceededError`` (a stage budget is
+spent), ``ConfigError``, ``MissingAPIKeyError`` and ``RequestRejectedError`` (the provider rejects
+the request itself: bad key, unknown model) propagate unchanged, after the trajectory is saved.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ from stsc.config import AgentConfig
 from stsc.errors import (
     BudgetExceededError,
     ConfigError,
+    ContentRefusedError,
     ContextLimitError,
     EpisodeInfraError,
     LLMError,
     MissingAPIKeyError,
     ModelOutputError,
+    RequestRejectedError,
     SandboxError,
     StscError,
 )
@@ -126,8 +130,11 @@ class Episode:
         except BudgetExceededError:
             await self._autosubmit("exit_cost")
             raise
-        except MissingAPIKeyError:
+        except (MissingAPIKeyError, RequestRejectedError):
             raise
+        except ContentRefusedError as e:  # the provider will not answer this conversation: not infra
+            log.warning("%s: the model refused after %d steps: %s", self.task.task_id, self.steps, e)
+            await self._autosubmit("exit_api")
         except (LLMError, SandboxError) as e:
             log.warning("%s: infrastructure failure after %d steps: %s", self.task.task_id, self.steps, e)
             self.infra_error = e

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from stsc.config import LLMConfig
-from stsc.errors import BudgetExceededError, ContextLimitError, LLMError
+from stsc.errors import (
+    BudgetExceededError,
+    ContentRefusedError,
+    ContextLimitError,
+    LLMError,
+    RequestRejectedError,
+)
 from stsc.llm.cache import ResponseCache
 from stsc.llm.providers import (
     Failure,
@@ -181,7 +187,14 @@ class LLMClient:
             cause = None if api_key and api_key in str(error) else error
             if failure is Failure.CONTEXT:
                 raise ContextLimitError(message) from cause
-            if failure is Failure.FATAL or attempts[0] > self.cfg.max_retries:
+            if failure is Failure.REFUSED:
+                raise ContentRefusedError(message) from cause
+            if failure is Failure.FATAL:
+                raise RequestRejectedError(
+                    f"{message}. The provider rejects the request itself, so no retry is made: check "
+                    "llm.model, llm.api_base, the API key and llm.extra"
+                ) from cause
+            if attempts[0] > self.cfg.max_retries:
                 tried = f" (after {attempts[0]} attempts)" if attempts[0] > 1 else ""
                 raise LLMError(message + tried) from cause
             delay = self._backoff(attempts[0], error)

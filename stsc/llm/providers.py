@@ -41,7 +41,8 @@ class Failure(Enum):
 
     RETRY = "retry"  # rate limit, timeout, 5xx, connection error
     CONTEXT = "context"  # the prompt exceeds the context window
-    FATAL = "fatal"  # bad request, authentication, not found, ...
+    REFUSED = "refused"  # a content-policy refusal of this conversation
+    FATAL = "fatal"  # bad request, authentication, not found, no quota left, ...
 
 
 def load_litellm() -> Any:
@@ -150,12 +151,41 @@ def classify_failure(exc: BaseException) -> Failure | None:
     litellm = load_litellm()
     if isinstance(exc, litellm.ContextWindowExceededError):
         return Failure.CONTEXT
+    if isinstance(exc, litellm.ContentPolicyViolationError) or _content_refusal(exc):
+        return Failure.REFUSED
+    if "insufficient_quota" in _error_text(exc) or "exceeded your current quota" in str(exc):
+        return Failure.FATAL  # a 429 that waiting does not cure
     if isinstance(exc, openai.APIConnectionError | litellm.RateLimitError | litellm.InternalServerError):
         return Failure.RETRY  # openai.APIConnectionError covers timeouts
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
         return Failure.RETRY
     return Failure.FATAL
+
+
+_REFUSAL_MARKERS = (
+    "content_policy",
+    "content policy",
+    "safety system",
+    "usage policy",
+    "content management policy",
+)
+
+
+def _content_refusal(exc: BaseException) -> bool:
+    """A 400 that refuses the conversation's content (litellm maps only some providers' wording)."""
+    if getattr(exc, "status_code", None) != 400:
+        return False
+    text = _error_text(exc).lower()
+    return any(marker in text for marker in _REFUSAL_MARKERS)
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error's message with the provider's error code and type (from the response body)."""
+    body = getattr(exc, "body", None)
+    body = body.get("error", body) if isinstance(body, dict) else None
+    fields = [str(body.get(k) or "") for k in ("code", "type")] if isinstance(body, dict) else []
+    return " ".join([*fields, str(exc)])
 
 
 def retry_after_s(exc: BaseException) -> float:

@@ -18,6 +18,7 @@ from stsc.errors import (
     EpisodeInfraError,
     MissingAPIKeyError,
     ModelOutputError,
+    RequestRejectedError,
     SandboxError,
 )
 from tests.agent.conftest import TASK_ID, command
@@ -216,6 +217,21 @@ def test_a_provider_failure_is_an_infrastructure_error_and_the_episode_can_rerun
     assert not (tmp_path / "run" / "stsc.json").exists()
     openai_server.push(command("python baseline.py"), command("submit"))
     assert episode(toy_task, llm_policy(), sandbox_factory, tmp_path / "run").exit_status == "submitted"
+
+
+def test_a_rejected_request_stops_without_retry_and_a_refusal_ends_the_episode(
+    toy_task, sandbox_factory, llm_policy, openai_server, tmp_path
+) -> None:
+    openai_server.push(command("python baseline.py"), Reply(status=401))
+    with pytest.raises(RequestRejectedError, match="AuthenticationError"):  # not EpisodeInfraError
+        episode(toy_task, llm_policy(), sandbox_factory, tmp_path / "rejected")
+    assert read_traj(tmp_path / "rejected")["info"]["exit_status"] == ""
+    refusal = {"error": {"message": "Your request was rejected as a result of our safety system.",
+                         "type": "invalid_request_error", "code": "content_policy_violation"}}  # fmt: skip
+    openai_server.push(command("python baseline.py"), Reply(status=400, body=refusal))
+    result = episode(toy_task, llm_policy(), sandbox_factory, tmp_path / "refused")  # finished, not retried
+    assert result.exit_status == "autosubmission (exit_api)" and result.steps == 1
+    assert (tmp_path / "refused" / "stsc.json").exists()
 
 
 def test_the_history_processor_shapes_what_the_model_sees(

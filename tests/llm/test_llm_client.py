@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from stsc.errors import BudgetExceededError, ConfigError, ContextLimitError, LLMError, MissingAPIKeyError
+from stsc.errors import (
+    BudgetExceededError,
+    ConfigError,
+    ContentRefusedError,
+    ContextLimitError,
+    LLMError,
+    MissingAPIKeyError,
+    RequestRejectedError,
+)
 from stsc.llm import LOOPBACK_PLACEHOLDER_KEY, CallEvent, Completion, LLMClient, Usage
 from stsc.llm.cache import DB_NAME, ResponseCache
 from stsc.prompts import render
@@ -91,7 +99,7 @@ def test_bad_request_is_not_retried(make_client, openai_server):
     openai_server.push(Reply(status=400), "never sent")
     client = make_client()
 
-    with pytest.raises(LLMError, match="BadRequestError"):
+    with pytest.raises(RequestRejectedError, match="BadRequestError.*no retry is made"):
         client.complete(USER)
     assert len(openai_server.chat_requests) == 1
     assert client.usage.failures == 1 and client.usage.retries == 0
@@ -101,7 +109,29 @@ def test_authentication_error_is_not_retried(make_client, openai_server):
     openai_server.push(Reply(status=401), "never sent")
     client = make_client()
 
-    with pytest.raises(LLMError, match="AuthenticationError"):
+    with pytest.raises(RequestRejectedError, match="AuthenticationError"):
+        client.complete(USER)
+    assert len(openai_server.chat_requests) == 1
+
+
+def test_an_exhausted_quota_is_not_waited_for(make_client, openai_server):
+    quota = {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                       "type": "insufficient_quota", "code": "insufficient_quota"}}  # fmt: skip
+    openai_server.push(Reply(status=429, body=quota), "never sent")
+    client = make_client(max_retries=3)
+
+    with pytest.raises(RequestRejectedError, match="quota"):
+        client.complete(USER)
+    assert len(openai_server.chat_requests) == 1 and client.usage.retries == 0
+
+
+def test_a_content_refusal_is_its_own_error_and_not_retried(make_client, openai_server):
+    refusal = {"error": {"message": "Your request was rejected as a result of our safety system.",
+                         "type": "invalid_request_error", "code": "content_policy_violation"}}  # fmt: skip
+    openai_server.push(Reply(status=400, body=refusal), "never sent")
+    client = make_client(max_retries=3)
+
+    with pytest.raises(ContentRefusedError):
         client.complete(USER)
     assert len(openai_server.chat_requests) == 1
 

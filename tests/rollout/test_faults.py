@@ -15,6 +15,7 @@ from stsc.agent.policies import PolicyReply
 from stsc.config import SandboxConfig
 from stsc.rollout import run_rollout
 from tests.agent.conftest import command
+from tests.fakes.openai_server import Reply
 from tests.rollout.conftest import FaultyFactory, agent_turn, flaky, rollout_config, stage_context
 
 
@@ -141,6 +142,22 @@ def test_a_sandbox_still_starting_when_the_stage_stops_is_closed_too(library: Pa
         run_rollout(cfg, stage_context(tmp_path, library), sandbox_factory=factory, policy=policy)
     assert len(factory.started) == 3 and factory.started[2].parent == workdir  # it did come up
     assert list(workdir.iterdir()) == []  # and was closed before the stage returned
+
+
+def test_a_rejected_key_stops_the_stage_at_once_instead_of_retrying_every_episode(
+    library: Path, openai_server, tmp_path: Path
+) -> None:
+    from stsc.errors import RequestRejectedError
+
+    openai_server.push(*[Reply(status=401)] * 20)
+    cfg = rollout_config(tmp_path, openai_server, per_task=3, concurrency=2, max_infra_retries=3)
+    cfg.sandbox.workdir = str(tmp_path / "sandboxes")
+    ctx = stage_context(tmp_path, library)
+    with pytest.raises(RequestRejectedError, match="AuthenticationError"):
+        run_rollout(cfg, ctx)
+    assert len(openai_server.chat_requests) <= 2  # one per episode running, no retries of any kind
+    assert not (ctx.out_dir / "failed_attempts").exists()
+    assert list((tmp_path / "sandboxes").iterdir()) == []
 
 
 def test_sandboxes_of_finished_and_failed_episodes_are_all_removed(
