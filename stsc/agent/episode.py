@@ -116,6 +116,7 @@ class Episode:
         self._save_lock = threading.Lock()
         self._final_saved = False
         self._results_written: int | None = None  # scores in the results.json on disk
+        self._cost_on_disk = 0.0  # model_stats.total_cost of the .traj on disk
         self._traj = TrajWriter(traj_path(run_dir, task.task_id))
 
     async def run(self) -> None:
@@ -191,7 +192,12 @@ class Episode:
                 return
 
     def _step(self, response: str, parsed: ParsedResponse) -> Observation:
-        """Execute the action, record the step and rewrite the snapshot: one trip to the worker."""
+        """Execute the action, record the step and rewrite the snapshot: one trip to the worker.
+        Spend not on disk yet (this step's model calls) is written first: a command can run for
+        hours, and a stage killed meanwhile counts what the .traj says was spent."""
+        with self._save_lock:
+            if not self._final_saved and self.stats.total_cost != self._cost_on_disk:
+                self._write(final=False)
         started = time.monotonic()
         observation = self.aci.execute(parsed.action)
         state = self.aci.state
@@ -290,6 +296,7 @@ class Episode:
         reads them before the final, atomic version."""
         write = self._traj.final if final else self._traj.snapshot
         write(self.trajectory, self.history, self.info())
+        self._cost_on_disk = self.stats.total_cost
         scores = list(self.aci.scores)
         if final or len(scores) != self._results_written:
             write_results(self.run_dir, scores, self.task.baseline_scores, final)

@@ -271,6 +271,53 @@ class _WatchingPolicy:
         return PolicyReply(command(plan[len(self.trajs) - 1]), 1, 1, 0.0)
 
 
+class _SpendProbe:
+    """Local sandboxes whose shell reads the run folder's spend (``.traj`` model_stats) before
+    running each command."""
+
+    def __init__(self, inner, run_dir: Path):
+        self.inner, self.run_dir = inner, run_dir
+        self.spend_seen: list[float] = []
+
+    def start(self, workspace: Path, label: str):
+        sandbox = self.inner.start(workspace, label)
+        open_shell = sandbox.shell
+
+        def shell():
+            session = open_shell()
+            run = session.run
+
+            def probed(command: str, timeout: float):
+                self.spend_seen.append(read_traj(self.run_dir)["info"]["model_stats"]["total_cost"])
+                return run(command, timeout)
+
+            session.run = probed
+            return session
+
+        sandbox.shell = shell
+        return sandbox
+
+
+class _PricedPolicy:
+    name = "priced"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def act(self, messages, *, seed):
+        self.calls += 1
+        plan = ["python baseline.py", "echo two", "submit"]
+        return PolicyReply(command(plan[self.calls - 1]), 10, 10, 0.25)
+
+
+def test_a_steps_spend_is_on_disk_before_its_command_runs(toy_task, sandbox_factory, tmp_path) -> None:
+    probe = _SpendProbe(sandbox_factory, tmp_path / "run")
+    result = episode(toy_task, _PricedPolicy(), probe, tmp_path / "run")
+    assert result.exit_status == "submitted"
+    # a stage killed during a long command restores this spend into its budget ledger
+    assert probe.spend_seen[:2] == [0.25, 0.5]
+
+
 def test_the_traj_on_disk_follows_every_step(toy_task, sandbox_factory, tmp_path) -> None:
     policy = _WatchingPolicy(tmp_path / "run")
     result = episode(toy_task, policy, sandbox_factory, tmp_path / "run")
