@@ -131,9 +131,11 @@ def format_summary(
         f"{fmt['usd_per_kept_example']}   total: {fmt['total_usd']}\n"
     )
     if aup:
+        from stsc.evaluation.bootstrap import suite_tasks
+
         out.write(
             f"\nAUP (pool: {', '.join(aup_meta.get('pool', []))}; max_tau {aup_meta.get('max_tau')}; "
-            f"{len(aup_meta.get('tasks', []))} held-out tasks)\n"
+            f"{len(aup_meta.get('tasks', []))} {suite_tasks(aup_meta.get('suite'))})\n"
         )
         cols = list(aup[0].keys())
         out.write("  " + "  ".join(f"{c:>14}" for c in cols) + "\n")

@@ -68,11 +68,19 @@ def test_the_summary_states_the_student_difference_with_its_interval() -> None:
 
     paired = {"model": "sft", "reference": "base", "best_delta": 0.011, "best_delta_lo": 0.004,
               "best_delta_hi": 0.019, "last_delta": 0.011, "last_delta_lo": 0.004, "last_delta_hi": 0.019,
-              "wins": 4, "ties": 4, "losses": 0, "tasks": 8, "samples": 500, "confidence": 0.95}  # fmt: skip
-    text = format_summary([], [], {"usd_per_accepted_task": None, "usd_per_kept_example": None,
-                                   "total_usd": 0.0}, [], {}, paired)  # fmt: skip
+              "wins": 4, "ties": 4, "losses": 0, "tasks": 8, "samples": 500, "confidence": 0.95,
+              "suite": "library"}  # fmt: skip
+    units = {"usd_per_accepted_task": None, "usd_per_kept_example": None, "total_usd": 0.0}
+    aup = [{"model": "sft", "best_aup": 1.2, "last_aup": 1.1}]
+    text = format_summary(
+        [], [], units, aup, {"pool": ["sft"], "suite": "library", "tasks": ["a", "b"]}, paired
+    )
     assert "sft - base: best AUP +0.011 [+0.004, +0.019]" in text
     assert "(95% interval over resampled held-out tasks); per task 4 better, 4 tied, 0 worse" in text
+    assert "2 held-out tasks)" in text
+    mlgym = format_summary([], [], units, aup, {"pool": ["sft"], "suite": "mlgym", "tasks": ["a"]},
+                           {**paired, "suite": "mlgym"})  # fmt: skip
+    assert "1 MLGym tasks)" in mlgym and "resampled MLGym tasks" in mlgym and "held-out" not in mlgym
     assert "sft - base" not in format_summary(
         [], [], {"usd_per_accepted_task": None, "usd_per_kept_example": None, "total_usd": 0.0}, [], {}
     )

@@ -384,13 +384,16 @@ def _csv_text(rows: list[dict[str, object]], number_format: str | None = None) -
     return buf.getvalue()
 
 
-def write_aup_outputs(result: AUPResult, out_dir: Path, *, plot: bool = True) -> list[Path]:
+def write_aup_outputs(
+    result: AUPResult, out_dir: Path, *, plot: bool = True, suite: str | None = None
+) -> list[Path]:
     """Write the files of one AUP result into ``out_dir`` (created) and return their paths.
 
     ``aup.csv`` (model, best_aup, last_aup, then interval bounds when bootstrapped; one row per pool
     model and one ``baseline`` row), ``best_scores.csv`` and ``last_scores.csv`` (one row per method,
     one column per task, empty = missing), ``aup.json`` (pool, tasks, max_tau, caps, bootstrap
-    settings, the AUP rows) and, with ``plot``, ``performance_profile.png``.
+    settings, the AUP rows, the ``suite`` name when given) and, with ``plot``,
+    ``performance_profile.png``.
     """
     from stsc.store import atomic_write_json, atomic_write_text
 
@@ -401,6 +404,7 @@ def write_aup_outputs(result: AUPResult, out_dir: Path, *, plot: bool = True) ->
     atomic_write_text(paths[2], _csv_text(result.last_scores.rows()))
     summary = {
         "pool": list(result.pool),
+        "suite": suite,
         "tasks": list(result.tasks),
         "max_tau": result.max_tau,
         "caps": {"best": result.best_ratios.caps, "last": result.last_ratios.caps},

@@ -146,14 +146,19 @@ class PairedComparison:
         return describe_paired(self.as_dict())
 
 
+def suite_tasks(suite: str | None) -> str:
+    """What the tasks of ``suite`` are called in reports."""
+    return {"library": "held-out tasks", "mlgym": "MLGym tasks"}.get(suite or "", "tasks")
+
+
 def describe_paired(p: Mapping[str, Any]) -> str:
     """The line stating a paired comparison, from its ``as_dict`` form (also read back from
-    ``paired.json``)."""
+    ``paired.json``, whose ``suite`` names the tasks resampled)."""
     return (
         f"{p['model']} - {p['reference']}: best AUP {p['best_delta']:+.3f} "
         f"[{p['best_delta_lo']:+.3f}, {p['best_delta_hi']:+.3f}], last AUP {p['last_delta']:+.3f} "
         f"[{p['last_delta_lo']:+.3f}, {p['last_delta_hi']:+.3f}] "
-        f"({round(p['confidence'] * 100)}% interval over resampled held-out tasks); per task "
+        f"({round(p['confidence'] * 100)}% interval over resampled {suite_tasks(p.get('suite'))}); per task "
         f"{p['wins']} better, {p['ties']} tied, {p['losses']} worse"
     )
 

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 STSC_META_FILE = "stsc.json"
+# A stage folder's moved-aside attempts (stsc.rollout.folders.FAILED_DIR) hold partial copies of
+# runs, not runs: never searched.
+FAILED_ATTEMPTS_DIR = "failed_attempts"
 
 _SEG = r"(?:(?!__).)*"
 _RUN_NAME = re.compile(
@@ -154,11 +157,14 @@ def iter_run_folders(root: Path) -> Iterator[Path]:
     """Yield run folders under ``root`` in sorted order.
 
     A folder whose name parses as a run folder is yielded and not descended into; other folders
-    (e.g. MLGym's ``trajectories/<user>/``) are searched up to three levels deep.
+    (e.g. MLGym's ``trajectories/<user>/``) are searched up to three levels deep, except a stage's
+    ``failed_attempts/`` (so a whole rollout or evaluate stage folder can be given).
     """
 
     def walk(folder: Path, depth: int) -> Iterator[Path]:
         for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if child.name == FAILED_ATTEMPTS_DIR:
+                continue
             if parse_run_folder_name(child.name) is not None:
                 yield child
             elif depth < _MAX_DEPTH:

@@ -268,8 +268,8 @@ def _score_and_report(
     result = compute_aup(
         runs, suite.scorings(), pool, suite.task_ids, bootstrap=cfg.eval.bootstrap_samples, seed=ctx.seed
     )
-    paths = write_aup_outputs(result, ctx.out_dir)
-    paths += _compare_students(cfg, ctx, result)
+    paths = write_aup_outputs(result, ctx.out_dir, suite=suite.name)
+    paths += _compare_students(cfg, ctx, result, suite.name)
     log.info("evaluate: AUP over %s + baseline, max_tau %g: %s", pool, result.max_tau,
              {m: (result.best_aup[m], result.last_aup[m]) for m in result.methods})  # fmt: skip
     ctx.log_table("aup", result.rows())
@@ -286,10 +286,10 @@ def _score_and_report(
     ctx.report.notes.update(pool=pool, tasks=suite.task_ids, max_tau=result.max_tau)
 
 
-def _compare_students(cfg: RootConfig, ctx: StageContext, result: AUPResult) -> list[Path]:
+def _compare_students(cfg: RootConfig, ctx: StageContext, result: AUPResult, suite: str) -> list[Path]:
     """With both students in the pool: the SFT student against the base one, task-bootstrapped
     (``paired.json``, metrics ``aup_delta_*``); returns the files written."""
-    from stsc.evaluation.bootstrap import PAIRED_FILE, paired_comparison
+    from stsc.evaluation.bootstrap import PAIRED_FILE, describe_paired, paired_comparison
     from stsc.evaluation.models import BASE, SFT
 
     if SFT not in result.pool or BASE not in result.pool:
@@ -297,10 +297,11 @@ def _compare_students(cfg: RootConfig, ctx: StageContext, result: AUPResult) -> 
     comparison = paired_comparison(
         result, SFT, BASE, samples=cfg.eval.bootstrap_samples or 1000, seed=ctx.seed
     )
-    log.info("evaluate: %s", comparison.sentence())
+    paired = {**comparison.as_dict(), "suite": suite}
+    log.info("evaluate: %s", describe_paired(paired))
     path = ctx.out_dir / PAIRED_FILE
-    atomic_write_json(path, comparison.as_dict())
-    ctx.log_table("paired", [comparison.as_dict()])
+    atomic_write_json(path, paired)
+    ctx.log_table("paired", [paired])
     key = f"{SFT}_vs_{BASE}"
     ctx.report.metrics.update(
         {

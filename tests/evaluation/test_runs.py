@@ -105,6 +105,18 @@ def test_nested_folders_are_searched_and_run_folders_not_descended(write_run, tm
     assert [(r.model, r.task_id) for r in runs] == [("m", "t")]
 
 
+def test_a_stage_folder_gives_its_runs_and_not_its_moved_aside_attempts(write_run, tmp_path: Path) -> None:
+    from stsc.evaluation.runs import FAILED_ATTEMPTS_DIR
+    from stsc.rollout.folders import FAILED_DIR
+
+    stage = tmp_path / "runs"  # as a rollout or evaluate stage folder is laid out
+    done = write_run("m", "t", 0, agent=[{"acc": 0.5}], root=stage / "runs")
+    write_run("m", "t", 1, agent=[{"acc": 0.7}], root=stage / "runs")
+    (stage / FAILED_DIR / done.name / "attempt-1").mkdir(parents=True)  # the retried attempt of run 0
+    assert FAILED_ATTEMPTS_DIR == FAILED_DIR
+    assert sorted(r.run_index for r in load_runs(stage)) == [0, 1]
+
+
 def test_malformed_results_file_raises_with_its_path(write_run, tmp_path: Path) -> None:
     folder = write_run("m", "t", agent=[])
     (folder / "results.json").write_text("{not json")
