@@ -25,6 +25,7 @@ The funnel goes to ``ctx.report`` (in = run folders found, out = examples) and t
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -123,14 +124,16 @@ class Tally:
         s.tokens_total = sum(lengths)
         s.tokens_mean = round(s.tokens_total / len(lengths), 1) if lengths else 0.0
         s.tokens_max = lengths[-1] if lengths else 0
-        s.tokens_p50 = _quantile(lengths, 0.5)
-        s.tokens_p90 = _quantile(lengths, 0.9)
+        s.tokens_p50 = quantile(lengths, 0.5)
+        s.tokens_p90 = quantile(lengths, 0.9)
         s.histogram = histogram(lengths)
         return s
 
 
-def _quantile(ordered: list[int], q: float) -> int:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0
+def quantile(ordered: list[int], q: float) -> int:
+    """The nearest-rank ``q`` quantile of the sorted ``ordered`` (0 when empty): the smallest
+    value with at least ``q`` of the values at or below it."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0
 
 
 def histogram(lengths: list[int]) -> dict:

@@ -209,6 +209,30 @@ def with_length_column(dataset: Any) -> Any:
     return dataset.map(lambda ids: {"length": len(ids)}, input_columns="input_ids", desc="Measuring lengths")
 
 
+def resume_point(checkpoints_dir: Path, max_steps: int) -> str | None:
+    """The checkpoint to resume from: the newest complete one (its ``trainer_state.json``, written
+    last, is there), or None. A checkpoint cut short by a kill is skipped. With ``max_steps`` > 0 a
+    checkpoint already at the end is passed over for an earlier one, from which the last steps are
+    trained again identically: resuming at the end makes transformers take one step too many."""
+    if not checkpoints_dir.is_dir():
+        return None
+    complete: list[tuple[int, Path]] = []
+    for folder in checkpoints_dir.glob("checkpoint-*"):
+        try:
+            state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            complete.append((int(state["global_step"]), folder))
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning(
+                "sft: %s is incomplete (killed while it was written); not resuming from it", folder
+            )
+    complete.sort()
+    if max_steps > 0:
+        before_end = [c for c in complete if c[0] < max_steps]
+        if before_end:
+            return str(before_end[-1][1])
+    return str(complete[-1][1]) if complete else None
+
+
 def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> TrainResult | None:
     """Fine-tune the student on ``dataset`` (columns ``input_ids``, ``labels``), resuming if possible.
 
@@ -216,7 +240,6 @@ def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> Tra
     ``None`` on other ranks. Raises ``ConfigError`` for inconsistent settings.
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     from stsc.train.students import load_model, load_tokenizer
@@ -235,7 +258,7 @@ def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> Tra
         peft_config=lora_config(cfg),
         callbacks=[_metric_stream(sink), counter],
     )
-    last = get_last_checkpoint(str(job.checkpoints_dir)) if job.checkpoints_dir.is_dir() else None
+    last = resume_point(job.checkpoints_dir, cfg.sft.max_steps)
     if last:
         logger.info("resuming sft from %s", last)
     output = trainer.train(resume_from_checkpoint=last)

@@ -216,3 +216,12 @@ def test_a_rerun_after_a_killed_run_replaces_its_outputs_and_removes_the_temp_fi
         "sft.jsonl",
         "stats.json",
     ]
+
+
+def test_token_quantiles_are_nearest_rank() -> None:
+    from stsc.curate.stage import quantile
+
+    ten = list(range(1, 11))
+    assert (quantile(ten, 0.5), quantile(ten, 0.9), quantile(ten, 1.0)) == (5, 9, 10)
+    assert (quantile([7], 0.5), quantile([7], 0.9), quantile([], 0.5)) == (7, 7, 0)
+    assert (quantile([1, 2, 3], 0.5), quantile([1, 2, 3], 0.9)) == (2, 3)

@@ -82,7 +82,16 @@ def test_lora_keeps_the_adapter_and_saves_weights_with_the_adapter_merged(make_c
     assert adapter in ctx.artifacts
 
 
-def test_a_killed_stage_resumes_from_its_last_checkpoint(make_ctx, short_rows):
+# What a kill leaves on disk: no final model, and the last checkpoint ...
+KILLS = {
+    "between checkpoints": ["checkpoints/checkpoint-6"],  # ... not written yet
+    "while a checkpoint was written": ["checkpoints/checkpoint-6/trainer_state.json"],  # ... cut short
+    "after the last checkpoint": [],  # ... complete: resuming there would train a seventh step
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_a_killed_stage_resumes_from_its_last_checkpoint(make_ctx, short_rows, kill):
     ctx = make_ctx(short_rows[:6])
     cfg = tiny_root_config(max_steps=6, save_steps=2, per_device_train_batch_size=1, max_length=768)
     run_sft(cfg, ctx)
@@ -90,8 +99,7 @@ def test_a_killed_stage_resumes_from_its_last_checkpoint(make_ctx, short_rows):
     checkpoints = sorted(p.name for p in (ctx.out_dir / "checkpoints").glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-4", "checkpoint-6"]
 
-    # What a kill between step 4 and step 6 leaves on disk: checkpoints up to 4, no final model.
-    for name in ("checkpoints/checkpoint-6", "model", "train_result.json"):
+    for name in [*KILLS[kill], "model", "train_result.json"]:
         remove(ctx.out_dir / name)
     resumed = fresh_context(ctx)
     run_sft(cfg, resumed)
