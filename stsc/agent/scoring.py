@@ -60,8 +60,8 @@ def parse_metrics(output: str) -> dict[str, Any]:
 
 def _stage_private(task: TaskSpec, dest: Path) -> str:
     """Copy the private files and the pristine evaluator into ``dest``; returns the script name."""
-    if task.private_dir is not None:
-        shutil.copytree(task.private_dir, dest, dirs_exist_ok=True)
+    if task.private_dir is not None:  # links stay links: the host never reads what they point to
+        shutil.copytree(task.private_dir, dest, symlinks=True, dirs_exist_ok=True)
     name = Path(task.evaluation_path).name
     shutil.copy2(task.pristine_evaluator, dest / name)
     return name

@@ -219,9 +219,10 @@ class Layout:
 
 
 def read_small_file(path: Path, limit: int = 65536) -> str | None:
-    """Text of a regular file in a sandbox folder, never following a symlink the sandbox planted."""
+    """Text of a regular file in a sandbox folder, never following a symlink the sandbox planted
+    nor waiting on a named pipe it put in the file's place."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
@@ -295,14 +296,15 @@ def hand_over(paths: list[Path], uid: int, gid: int) -> None:
 
 
 def stage_private(private_dir: Path | None, layout: Layout) -> None:
-    """Fill ``layout.private`` with a readable copy of ``private_dir`` (emptied first)."""
+    """Fill ``layout.private`` with a readable copy of ``private_dir`` (emptied first). Symbolic
+    links are copied as links, never followed: the host must not read what a task's link points to."""
     shutil.rmtree(layout.private, ignore_errors=True)
     layout.private.mkdir()
     if private_dir is None:
         return
     if not private_dir.is_dir():
         raise SandboxError(f"private folder {private_dir} does not exist")
-    shutil.copytree(private_dir, layout.private, dirs_exist_ok=True)
+    shutil.copytree(private_dir, layout.private, symlinks=True, dirs_exist_ok=True)
     for dirpath, _dirnames, filenames in os.walk(layout.private):
         os.chmod(dirpath, 0o755)
         for name in filenames:

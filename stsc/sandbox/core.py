@@ -153,7 +153,8 @@ class HostBoundSandbox(ABC):
         self._check_open()
         mode, args = ("eval", [command]) if isinstance(command, str) else ("argv", list(command))
         stage_private(Path(private_dir) if private_dir else None, self.layout)
-        env = dict(env or {})
+        # Python must not run code the agent left in its home (user site-packages, usercustomize).
+        env = {**dict(env or {}), "PYTHONNOUSERSITE": "1"}
         if private_dir:
             env[PRIVATE_ENV] = self.private_path
         try:

@@ -3,6 +3,7 @@ results, the persistent shell, files in and out, held-out files, and containment
 
 from __future__ import annotations
 
+import threading
 import time
 import tracemalloc
 from importlib import metadata
@@ -245,6 +246,39 @@ def test_the_private_folder_is_readable_by_the_evaluation_step_only(sandbox, pri
     after = sandbox.exec(peek, timeout=30)
     assert "label" not in after.stdout and after.stdout.endswith("[]\n")
     assert sandbox.shell().run(f"cat {sandbox.private_path}/answers.csv", timeout=30).exit_code != 0
+
+
+def test_a_link_in_the_private_folder_is_never_followed_on_the_host(sandbox, private_dir, tmp_path):
+    secret = tmp_path / "host_only.txt"
+    secret.write_text("HOST-ONLY-SECRET\n")
+    (private_dir / "notes.txt").symlink_to(secret)  # what an untrusted prepare.py could leave
+    result = sandbox.evaluate(
+        'cat "$STSC_PRIVATE_DIR/notes.txt"; cat "$STSC_PRIVATE_DIR/answers.csv"', private_dir, 120
+    )
+    assert "HOST-ONLY-SECRET" not in result.stdout
+    assert result.stdout == "id,label\n1,cat\n"  # the real labels still arrive
+
+
+def test_the_evaluation_step_ignores_python_code_the_agent_left_in_its_home(sandbox, private_dir):
+    plant = (
+        'd=$(python -c "import site; print(site.getusersitepackages())") && mkdir -p "$d" && '
+        'echo "print(\'HIJACKED\')" > "$d/usercustomize.py"'
+    )
+    assert sandbox.exec(plant, timeout=30).ok
+    probe = "import os, site; print(os.environ.get('PYTHONNOUSERSITE'), site.ENABLE_USER_SITE)"
+    result = sandbox.evaluate(["python", "-c", probe], private_dir, 120)
+    assert result.stdout == "1 False\n"
+
+
+def test_a_pipe_in_place_of_the_shell_state_does_not_hang_the_host(sandbox):
+    shell = sandbox.shell()
+    state = shell._state_inside + ".cwd"
+    shell.run(f"rm -f {state}; mkfifo {state}", timeout=3)  # its own exit then blocks on the pipe
+    reader = threading.Thread(target=lambda: shell.cwd, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "reading the shell's directory blocked on the pipe"
+    assert shell.cwd == sandbox.workspace
 
 
 def test_evaluate_runs_in_the_workspace_and_reports_failures_as_results(sandbox, private_dir):
