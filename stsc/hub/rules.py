@@ -154,6 +154,8 @@ def _license_verdict(meta: DatasetMeta, cfg: DatasetFilterConfig) -> Verdict | N
         return None if cfg.allow_unknown_license else Verdict(Rule.LICENSE, "unknown")
     allowed = {x.lower() for x in cfg.license_allowlist}
     refused = sorted(x for x in licenses - _UNKNOWN_LICENSES if x not in allowed)
+    if not cfg.allow_unknown_license:  # every declared licence must be known and allowed
+        refused += sorted(licenses & _UNKNOWN_LICENSES)
     return Verdict(Rule.LICENSE, ",".join(refused)) if refused else None
 
 

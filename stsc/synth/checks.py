@@ -163,7 +163,28 @@ def build_data(folder: Path, factory: SandboxFactory, timeout: float, label: str
             target.unlink(missing_ok=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             sandbox.get(rel, target)
+    odd = _not_regular(folder, PREPARE_OUTPUTS)
+    if odd:
+        for path in odd:  # never read by the host: a link may point at any host file
+            path.unlink()
+        names = [str(p.relative_to(folder)) for p in odd[:5]]
+        return Failure(
+            Step.PREPARE,
+            f"prepare.py wrote symbolic links or special files {names}; write regular files only",
+        )
     return _draw_public_ids(folder)
+
+
+def _not_regular(folder: Path, outputs: tuple[str, ...]) -> list[Path]:
+    """Symlinks and special files (pipes, sockets, devices) among ``outputs`` under ``folder``."""
+    found = []
+    for rel in outputs:
+        top = folder / rel
+        paths = [top, *top.rglob("*")] if top.is_dir() and not top.is_symlink() else [top]
+        for path in paths:
+            if path.is_symlink() or (path.exists() and not (path.is_file() or path.is_dir())):
+                found.append(path)
+    return found
 
 
 def _draw_public_ids(folder: Path) -> Failure | None:

@@ -1,10 +1,13 @@
 """The no-leak gate: does any file of an agent workspace reveal the held-out labels?
 
 Checked on file contents, not names: a workspace file byte-identical to a private file, or a CSV
-column that reproduces a label column of a private CSV (joined on the private file's first column,
-the id, when the workspace file has it; row by row when both have the same number of rows). A
-column counts as a leak when it matches on at least 98% of the rows, and clearly more often than
-always guessing the majority label would.
+column that gives a label column of a private CSV away. Rows are joined on the private file's first
+column, the id (found in the workspace file under its own name or under any other name whose values
+are those ids; ids compare as numbers where they are numbers), else row by row when both files have
+the same number of rows. A column leaks when it reproduces the label, relabels it (class codes,
+another spelling: each of its values stands for one class) or, for a numeric label, orders the rows
+like it (rank correlation at least 0.999: a rounded or rescaled copy); in the first two cases on at
+least 98% of the rows, and clearly more often than always guessing the majority label would.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ def _normalised(series: pd.Series) -> pd.Series:
     return text.where(numbers.isna(), numbers.map(lambda x: f"{x:.9g}"))
 
 
+RANK_CORRELATION = 0.999
+
+
 def _leaky_columns(
     truth: pd.DataFrame, frame: pd.DataFrame, labels: list[str]
 ) -> list[tuple[str, str, float]]:
-    """(label, column, match rate) where ``frame``'s column reproduces a label column row by row."""
+    """(label, column, rate) where ``frame``'s column, row by row, reproduces or relabels a label
+    column (rate: the share of rows it gets right) or ranks a numeric one (rate: |Spearman rho|)."""
+    import pandas as pd
+
     found = []
     for label in labels:
         expected = _normalised(truth[label]).reset_index(drop=True)
@@ -36,11 +45,38 @@ def _leaky_columns(
         if majority >= 1.0:
             continue
         threshold = max(0.98, majority + 0.5 * (1.0 - majority))
+        classes = expected.nunique()
+        categorical = classes <= max(2, min(50, len(expected) // 2))
+        numeric_label = pd.to_numeric(truth[label], errors="coerce").reset_index(drop=True)
         for column in frame.columns:
-            rate = float((_normalised(frame[column]).reset_index(drop=True) == expected).mean())
+            values = _normalised(frame[column]).reset_index(drop=True)
+            rate = float((values == expected).mean())
+            if rate < threshold and categorical and values.nunique() <= classes:
+                pairs = pd.DataFrame({"x": values, "y": expected})
+                rate = float(
+                    pairs.groupby("x")["y"].agg(lambda y: y.value_counts().iloc[0]).sum() / len(pairs)
+                )
             if rate >= threshold:
                 found.append((label, str(column), rate))
+            elif not categorical and numeric_label.notna().mean() >= 0.98:
+                numbers = pd.to_numeric(frame[column].reset_index(drop=True), errors="coerce")
+                if numbers.notna().mean() >= 0.98:
+                    rho = numbers.corr(numeric_label, method="spearman")
+                    if pd.notna(rho) and abs(rho) >= RANK_CORRELATION:
+                        found.append((label, str(column), float(abs(rho))))
     return found
+
+
+def _id_column(frame: pd.DataFrame, key: str, ids: set[str]) -> str | None:
+    """The column of ``frame`` holding the private ids: ``key`` itself, else a column of unique
+    values that covers at least 90% of ``ids``."""
+    if key in frame.columns:
+        return key
+    for column in frame.columns:
+        values = _normalised(frame[column])
+        if values.is_unique and len(ids & set(values)) >= 0.9 * len(ids):
+            return str(column)
+    return None
 
 
 def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[str]:
@@ -68,17 +104,22 @@ def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[
         if truth.shape[1] < 2 or len(truth) < min_rows:
             continue
         key, labels = truth.columns[0], list(truth.columns[1:])
+        ids = set(_normalised(truth[key]))
         for path in (p for p in workspace_files if p.suffix == ".csv"):
             try:
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False)
             except (ValueError, UnicodeDecodeError):
                 continue
-            if key in frame.columns:
-                renamed = frame.rename(columns={c: f"ws::{c}" for c in frame.columns if c != key})
-                merged = truth.merge(renamed, on=key, how="inner")
+            id_column = _id_column(frame, key, ids)
+            merged = None
+            if id_column is not None:
+                renamed = frame.rename(columns={c: f"ws::{c}" for c in frame.columns})
+                renamed["__id"] = _normalised(frame[id_column])
+                merged = truth.assign(__id=_normalised(truth[key])).merge(renamed, on="__id", how="inner")
                 if len(merged) < max(min_rows, len(truth) // 2):
-                    continue
-                columns = merged[[c for c in renamed.columns if c != key]]
+                    merged = None
+            if merged is not None:
+                columns = merged[[f"ws::{c}" for c in frame.columns if c != id_column]]
                 hits = _leaky_columns(merged, columns, labels)
             elif len(frame) == len(truth):
                 hits = _leaky_columns(truth, frame, labels)

@@ -131,16 +131,86 @@ def _clean(text: str) -> str:
     return str(text).replace("{", "(").replace("}", ")").strip()
 
 
+ROW_ID_NAMES = {"id", "idx", "index", "row_id", "rowid", "row", "unnamed: 0", "level_0"}
+PROXY_RANK_CORRELATION = 0.999  # a regression feature this close to the target is a copy of it
+
+
+def row_id_columns(frame: pd.DataFrame, target: str) -> list[str]:
+    """The source's own row identifiers: columns named like one, or consecutive whole numbers (a
+    row number). They carry no signal, unless the rows were sorted by label, when they give it away."""
+    from pandas.api import types as t
+
+    found = []
+    for column in frame.columns:
+        if column == target:
+            continue
+        values = frame[column]
+        numbers = values.dropna()
+        sequence = (
+            t.is_integer_dtype(values)
+            and len(numbers) == len(values) > 1
+            and numbers.is_unique
+            and int(numbers.max()) - int(numbers.min()) == len(numbers) - 1
+        )
+        if str(column).strip().lower() in ROW_ID_NAMES or sequence:
+            found.append(str(column))
+    return found
+
+
+def proxy_columns(frame: pd.DataFrame, target: TargetSpec) -> list[str]:
+    """Feature columns that restate the label (on the labelled rows ``frame``): for classification
+    a one-to-one relabelling of it (a text twin of a class code, other spelling or case); for
+    regression a numeric column whose rank correlation with it is at least 0.999 (a rounded,
+    rescaled or unit-converted copy)."""
+    import pandas as pd
+    from pandas.api import types as t
+
+    y = frame[target.column]
+    found = []
+    for column in frame.columns:
+        if column == target.column:
+            continue
+        x = frame[column]
+        both = x.notna() & y.notna()
+        if both.sum() < 2:
+            continue
+        if target.task_type == TaskType.REGRESSION:
+            if not t.is_numeric_dtype(x) or t.is_bool_dtype(x):
+                continue
+            rho = pd.Series(x[both].to_numpy(float)).corr(
+                pd.Series(y[both].to_numpy(float)), method="spearman"
+            )
+            if pd.notna(rho) and abs(rho) >= PROXY_RANK_CORRELATION:
+                found.append(str(column))
+        else:
+            pairs = pd.DataFrame({"x": x[both].astype(str), "y": y[both].astype(str)})
+            classes = pairs["y"].nunique()
+            one_to_one = (
+                pairs["x"].nunique() == classes
+                and pairs.groupby("x")["y"].nunique().max() == 1
+                and pairs.groupby("y")["x"].nunique().max() == 1
+            )
+            if one_to_one:
+                found.append(str(column))
+    return found
+
+
 def labelled_table(frame: pd.DataFrame, target: TargetSpec) -> pd.DataFrame:
-    """Rows with a usable label, leaking columns removed and an existing ``id`` column renamed."""
+    """Rows with a usable label, without the columns that leak it: the record's ``exclude_features``,
+    the source's row ids (``row_id_columns``) and restatements of the label (``proxy_columns``)."""
     import pandas as pd
 
+    if target.column == ID_COLUMN:
+        raise UnusableDatasetError("target_is_id", f"the target column is named {ID_COLUMN!r}, the row id")
     frame = frame.drop(columns=[c for c in target.exclude_features if c in frame.columns])
-    if ID_COLUMN in frame.columns:
-        frame = frame.rename(columns={ID_COLUMN: "original_id"})
+    frame = frame.drop(columns=row_id_columns(frame, target.column))
     if target.task_type == TaskType.REGRESSION:
         frame = frame.assign(**{target.column: pd.to_numeric(frame[target.column], errors="coerce")})
-    return frame.dropna(subset=[target.column]).reset_index(drop=True)
+    frame = frame.dropna(subset=[target.column]).reset_index(drop=True)
+    proxies = proxy_columns(frame, target)
+    if proxies:
+        log.info("%s: dropping columns that restate the label: %s", target.column, proxies)
+    return frame.drop(columns=proxies)
 
 
 @dataclass

@@ -56,6 +56,8 @@ def test_a_clean_dataset_is_accepted() -> None:
         ({"license": None, "licenses": []}, {}, "license:unknown"),
         ({"license": None, "licenses": []}, {"allow_unknown_license": True}, "ok"),
         ({"license": "other", "licenses": ["other"]}, {}, "license:unknown"),
+        ({"licenses": ["mit", "other"]}, {}, "license:other"),  # every declared licence counts
+        ({"licenses": ["mit", "unknown"]}, {"allow_unknown_license": True}, "ok"),
         ({"downloads": 3}, {"min_downloads": 10}, "low_downloads:3<10"),
         ({"downloads": None}, {"min_downloads": 10}, "ok"),
         ({"n_rows": 50}, {}, "too_small:50<100 rows"),

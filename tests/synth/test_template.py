@@ -202,3 +202,50 @@ def test_template_generation_drops_targets_a_table_cannot_support(tmp_path):
     assert row["task_ids"] == ["sklearn-iris-species-accuracy"]
     assert sorted(d["reason"] for d in row["drops"]) == ["constant_target", "missing_target"]
     assert (tmp_path / "tasks" / "sklearn-iris-species-accuracy" / "task.yaml").is_file()
+
+
+def test_columns_that_give_the_label_away_never_reach_the_workspace(tmp_path):
+    from stsc.synth.leaks import find_label_leaks
+
+    load, _ = TABLES["sklearn/iris"]
+    frame = load().sort_values("species", kind="stable").reset_index(drop=True)
+    frame.insert(0, "Id", range(1, len(frame) + 1))  # the source's row number, rows sorted by label
+    frame["species_code"] = frame["species"].astype("category").cat.codes  # a relabelling
+    frame["SPECIES"] = frame["species"].str.upper()  # another spelling
+    frame["petal_length_mm"] = frame["petal_length"] * 10  # a feature, not the label
+    record = make_record("sklearn/iris", frame, [TargetSpec(column="species", task_type=CLS)], tmp_path / "t")
+    source = GenerationSource(
+        "sklearn/iris", record, "t0", "A topic", "tabular", "iris", tuple(record.targets)
+    )
+    draft = build_task(source, frame, TemplatePlan(record.targets[0], "accuracy"), GeneratorConfig(), seed=0)
+    test = pd.read_csv(io.StringIO(draft.files["workspace/data/test.csv"]))
+    assert not {"Id", "species_code", "SPECIES"} & set(test.columns)
+    assert {"petal_length", "petal_length_mm"} <= set(test.columns)
+    write_task(tmp_path / "task", draft)
+    task = load_task(tmp_path / "task")
+    assert find_label_leaks(task.workspace, task.private) == []
+
+
+def test_a_rescaled_copy_of_a_regression_target_is_dropped(tmp_path):
+    load, targets = TABLES["sklearn/diabetes"]
+    frame = load()
+    target = targets[0]
+    frame["target_rounded"] = frame[target.column].round(-1)  # what a leaky export might carry
+    record = make_record("sklearn/diabetes", frame, [target], tmp_path / "t")
+    source = GenerationSource("sklearn/diabetes", record, "t0", "A topic", "tabular", "d", (target,))
+    draft = build_task(source, frame, TemplatePlan(target, "rmse"), GeneratorConfig(), seed=0)
+    columns = set(pd.read_csv(io.StringIO(draft.files["workspace/data/test.csv"])).columns)
+    assert "target_rounded" not in columns and len(columns) == len(load().columns)  # id in, target out
+
+
+def test_r2_on_constant_true_values_follows_scikit_learn():
+    import importlib.util
+
+    from sklearn.metrics import r2_score
+
+    path = Path(__file__).resolve().parents[2] / "stsc" / "synth" / "template_scripts" / "evaluate_csv.py"
+    spec = importlib.util.spec_from_file_location("evaluate_csv", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for truth, guess in (([3.0, 3.0, 3.0], [3.0, 3.0, 3.0]), ([3.0, 3.0, 3.0], [3.0, 2.0, 3.0])):
+        assert module.regression_score(truth, guess, "r2") == r2_score(truth, guess)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -116,6 +117,42 @@ def test_the_leak_check_finds_labels_only_where_they_are(template_library, tmp_p
     assert "labels_in_row_order.csv column 'species'" in leaks
 
 
+def _species_codes(answers: pd.DataFrame) -> pd.DataFrame:
+    return answers.assign(species=answers["species"].astype("category").cat.codes)
+
+
+LABEL_FORMS = {  # how a workspace file could carry the test labels without copying them
+    "ids written as floats": lambda a: a.assign(id=a["id"].astype(float)),
+    "class codes": _species_codes,
+    "upper-cased classes": lambda a: a.assign(species=a["species"].str.upper()),
+    "rows shuffled, id renamed": lambda a: a.sample(frac=1.0, random_state=1).rename(columns={"id": "row"}),
+}
+
+
+@pytest.mark.parametrize("form", list(LABEL_FORMS))
+def test_the_leak_check_sees_labels_in_another_form(template_library, tmp_path, form):
+    task = next(t for t in list_tasks(template_library) if t.meta.target == "species")
+    workspace = tmp_path / "ws"
+    shutil.copytree(task.workspace, workspace)
+    answers = pd.read_csv(task.private / "answers.csv")
+    LABEL_FORMS[form](answers).rename(columns={"species": "hint"}).to_csv(
+        workspace / "notes.csv", index=False
+    )
+    assert any("notes.csv column 'hint'" in leak for leak in find_label_leaks(workspace, task.private))
+
+
+def test_a_rescaled_copy_of_a_regression_label_is_a_leak(template_library, tmp_path):
+    task = next(t for t in list_tasks(template_library) if t.meta.task_type == "regression")
+    workspace = tmp_path / "ws"
+    shutil.copytree(task.workspace, workspace)
+    answers = pd.read_csv(task.private / "answers.csv")
+    label = answers.columns[1]
+    answers.assign(**{label: answers[label] * 1.8 + 32}).to_csv(
+        workspace / "notes.csv", index=False
+    )  # new units
+    assert any(f"notes.csv column {label!r}" in leak for leak in find_label_leaks(workspace, task.private))
+
+
 # -- LLM tasks: the self-debug loop -----------------------------------------------------------------
 
 
@@ -202,6 +239,19 @@ def test_the_split_check_matches_ids_however_the_baseline_formats_them(tmp_path,
     _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
     [task] = list_tasks(validate.out_dir)  # 3.0 in submission.csv is the id 3 of public_ids.csv
     assert [h.step for h in task.meta.self_debug_history] == ["ok"] and task.meta.public_split
+
+
+def test_a_build_that_plants_a_link_is_rejected_without_the_host_reading_it(tmp_path, records, openai_server):
+    secret = tmp_path / "host_only.txt"
+    secret.write_text("HOST-ONLY-SECRET")
+    planted = PREPARE + f'os.symlink({str(secret)!r}, "private/notes.txt")\n'
+    openai_server.push(
+        task_answer(files={"prepare.py": planted, "baseline.py": BASELINE, "evaluate.py": EVALUATE})
+    )
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [row] = _rejected(validate.out_dir).values()
+    assert row["reason"] == "prepare" and "symbolic links" in row["message"] and "notes.txt" in row["message"]
+    assert "HOST-ONLY-SECRET" not in json.dumps(row)
 
 
 def test_without_a_public_fraction_the_evaluator_scores_every_test_row(tmp_path, records, openai_server):

@@ -98,7 +98,9 @@ def regression_score(y_true, y_pred, metric):
     mean = sum(y_true) / len(y_true)
     total = sum((t - mean) ** 2 for t in y_true)
     residual = sum(e * e for e in errors)
-    return 1.0 - residual / total if total > 0 else 0.0
+    if total == 0:  # every true value equal: perfect predictions score 1, others 0 (as scikit-learn)
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / total
 
 
 def scored_ids(private_dir, ids):
