@@ -541,6 +541,28 @@ def validate(cfg: RootConfig) -> RootConfig:
     for key, value in fractions.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}={value} must be between 0 and 1")
+    gen = cfg.generator
+    if gen.test_fraction + gen.valid_fraction >= 1.0:
+        raise ConfigError(
+            f"generator.test_fraction={gen.test_fraction} + generator.valid_fraction={gen.valid_fraction} "
+            "must be below 1 (the rest of each table is the training split)"
+        )
+
+    def runs(stage: str) -> bool:  # empty ``stages`` = every registered stage
+        return not cfg.stages or stage in cfg.stages
+
+    heldout = cfg.split.heldout_fraction
+    training = [s for s in ("rollout", "curate", "sft") if runs(s)]
+    if heldout >= 1.0 and training:
+        raise ConfigError(
+            f"split.heldout_fraction={heldout} holds out every task, leaving none for the {training} "
+            "stage(s); choose a value below 1"
+        )
+    if heldout <= 0.0 and cfg.eval.suite == "library" and runs("evaluate"):
+        raise ConfigError(
+            f"split.heldout_fraction={heldout} holds out no task, but eval.suite=library evaluates the "
+            "held-out tasks; raise split.heldout_fraction or set eval.suite=mlgym"
+        )
     positive = {
         "topics.n": cfg.topics.n,
         "rollout.per_task": cfg.rollout.per_task,

@@ -125,3 +125,34 @@ def test_distributed_training_requires_the_accelerate_launcher() -> None:
 def test_store_defaults_under_the_root(tmp_path: Path) -> None:
     cfg = to_root_config(_compose([f"root={tmp_path}"]))
     assert cfg.store_path == tmp_path / "mlruns" / "store"
+
+
+@pytest.mark.parametrize("test,valid", [("0.6", "0.5"), ("0.5", "0.5")])
+def test_test_and_validation_fractions_must_leave_a_training_split(test: str, valid: str) -> None:
+    overrides = [f"generator.test_fraction={test}", f"generator.valid_fraction={valid}"]
+    with pytest.raises(ConfigError, match=r"generator\.test_fraction.*generator\.valid_fraction"):
+        to_root_config(_compose(overrides))
+    cfg = to_root_config(_compose(["generator.test_fraction=0.5", "generator.valid_fraction=0.4"]))
+    assert cfg.generator.test_fraction + cfg.generator.valid_fraction == pytest.approx(0.9)
+
+
+def test_holding_out_every_task_fails_when_a_training_stage_runs() -> None:
+    with pytest.raises(ConfigError, match=r"split\.heldout_fraction=1\.0"):
+        to_root_config(_compose(["split.heldout_fraction=1.0"]))
+    with pytest.raises(ConfigError, match=r"split\.heldout_fraction=1\.0.*rollout"):
+        to_root_config(_compose(["split.heldout_fraction=1.0", "stages=[validate,rollout]"]))
+    # evaluating references on the whole library trains nothing
+    cfg = to_root_config(_compose(["split.heldout_fraction=1.0", "stages=[evaluate,report]"]))
+    assert cfg.split.heldout_fraction == 1.0
+
+
+def test_holding_out_no_task_fails_only_when_the_library_is_evaluated() -> None:
+    with pytest.raises(ConfigError, match=r"split\.heldout_fraction=0\.0.*eval\.suite=library"):
+        to_root_config(_compose(["split.heldout_fraction=0.0"]))
+    with pytest.raises(ConfigError, match=r"split\.heldout_fraction=0\.0"):
+        to_root_config(_compose(["split.heldout_fraction=0.0", "stages=[rollout,evaluate]"]))
+    # the paper recipes (MLGym suite) and rollout-only runs train on every task
+    mlgym = to_root_config(_compose(["split.heldout_fraction=0.0", "eval=mlgym", "eval.mlgym_root=/tmp/m"]))
+    assert mlgym.split.heldout_fraction == 0.0
+    rollout_only = to_root_config(_compose(["split.heldout_fraction=0.0", "stages=[validate,rollout]"]))
+    assert rollout_only.stages == ["validate", "rollout"]
