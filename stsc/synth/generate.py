@@ -18,19 +18,21 @@ made, by reason (``no_target``, ``too_few_rows``, ``load_failed``, ``malformed_o
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from stsc.config import RootConfig
 from stsc.errors import BudgetExceededError, HubError, LLMError, ModelOutputError, StageError
 from stsc.hub.records import Decision, Proposal, TargetSpec, VerifiedDataset
 from stsc.store import JsonlJournal, StageContext, iter_jsonl
-from stsc.synth.task import TaskDraft, write_task
+from stsc.synth.task import META_FILE, TaskDraft, TaskMeta, write_task
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,35 @@ def build_sources(
     return list(sources.values())
 
 
+_CLAIM = threading.Lock()
+
+
+def _identity(meta: Any) -> tuple:
+    """What makes two drafts the same task (ids are lossy slugs of it)."""
+    return (meta.dataset_id, meta.target, meta.metric, meta.generator, meta.topic_id)
+
+
+def unique_id(draft: TaskDraft, tasks_dir: Path) -> TaskDraft:
+    """``draft``, renamed with a suffix of its identity's hash when a different task already holds
+    its id (two datasets or targets whose names slug alike); an existing folder of the same task
+    (a resumed run) keeps the id."""
+    folder = tasks_dir / draft.task_id
+    meta_file = folder / META_FILE
+    if not meta_file.is_file():
+        return draft
+    existing = TaskMeta.model_validate_json(meta_file.read_text(encoding="utf-8"))
+    if _identity(existing) == _identity(draft.meta):
+        return draft
+    suffix = hashlib.sha256(repr(_identity(draft.meta)).encode()).hexdigest()[:6]
+    task_id = f"{draft.task_id}-{suffix}"
+    log.warning("generate: %s is taken by another task; this one is %s", draft.task_id, task_id)
+    return dataclasses.replace(
+        draft,
+        config=draft.config.model_copy(update={"id": task_id}),
+        meta=draft.meta.model_copy(update={"task_id": task_id}),
+    )
+
+
 def generate_one(generator: TaskGenerator, source: GenerationSource, tasks_dir: Path) -> dict:
     """Run ``generator`` on ``source``, write its drafts, and return the journal row."""
     try:
@@ -164,11 +195,13 @@ def generate_one(generator: TaskGenerator, source: GenerationSource, tasks_dir: 
         result = GenerationResult(drops=[SourceDrop("llm_error", str(e))])
     written = []
     for draft in result.drafts:
-        folder = tasks_dir / draft.task_id
-        if folder.exists():
-            log.info("generate: %s already written (resumed run)", draft.task_id)
-        else:
-            write_task(folder, draft)
+        with _CLAIM:  # sources are generated concurrently; two may slug to one id
+            draft = unique_id(draft, tasks_dir)
+            folder = tasks_dir / draft.task_id
+            if folder.exists():
+                log.info("generate: %s already written (resumed run)", draft.task_id)
+            else:
+                write_task(folder, draft)
         written.append(draft.task_id)
     for drop in result.drops:
         log.info("generate: %s dropped a task: %s (%s)", source.key, drop.reason, drop.message)

@@ -249,3 +249,19 @@ def test_r2_on_constant_true_values_follows_scikit_learn():
     spec.loader.exec_module(module)
     for truth, guess in (([3.0, 3.0, 3.0], [3.0, 3.0, 3.0]), ([3.0, 3.0, 3.0], [3.0, 2.0, 3.0])):
         assert module.regression_score(truth, guess, "r2") == r2_score(truth, guess)
+
+
+def test_targets_whose_names_slug_alike_get_distinct_tasks_and_resume_to_the_same_ids(tmp_path):
+    load, _ = TABLES["sklearn/iris"]
+    frame = load()
+    frame["区域"] = frame["species"].map({"setosa": "北", "versicolor": "南", "virginica": "北"})
+    frame["性别"] = (frame["sepal_length"] > 5.8).map({True: "男", False: "女"})
+    targets = [TargetSpec(column="区域", task_type=CLS), TargetSpec(column="性别", task_type=CLS)]
+    record = make_record("sklearn/iris", frame, targets, tmp_path / "tables")
+    gen = TemplateGenerator(GeneratorConfig(tasks_per_dataset=2), seed=0)
+    [source] = build_sources([record], gen.per, {})
+    first = generate_one(gen, source, tmp_path / "tasks")["task_ids"]
+    assert len(set(first)) == 2 and first[0] == "sklearn-iris-x-accuracy"
+    assert sorted(load_task(tmp_path / "tasks" / t).meta.target for t in first) == ["区域", "性别"]
+    assert generate_one(gen, source, tmp_path / "tasks")["task_ids"] == first  # a resumed run
+    assert len(list((tmp_path / "tasks").iterdir())) == 2
