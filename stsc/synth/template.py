@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,29 @@ def proxy_columns(frame: pd.DataFrame, target: TargetSpec) -> list[str]:
             if one_to_one:
                 found.append(str(column))
     return found
+
+
+MAX_INT_CLASSES = 20  # an integer target with more distinct values is a quantity, not a class
+
+
+def typed_targets(frame: pd.DataFrame, targets: Iterable[TargetSpec]) -> list[TargetSpec]:
+    """``targets`` with the task type of integer columns settled on the data: a Hub schema says
+    ``int`` without a count of distinct values, so an integer target whose class count is unknown
+    and that takes more than ``MAX_INT_CLASSES`` values (a price, a count) is regression."""
+    from pandas.api import types as t
+
+    typed = []
+    for target in targets:
+        column = frame[target.column] if target.column in frame.columns else None
+        quantity = (
+            column is not None
+            and target.task_type == TaskType.CLASSIFICATION
+            and target.n_classes is None
+            and t.is_integer_dtype(column)
+            and column.nunique() > MAX_INT_CLASSES
+        )
+        typed.append(target.model_copy(update={"task_type": TaskType.REGRESSION}) if quantity else target)
+    return typed
 
 
 def labelled_table(frame: pd.DataFrame, target: TargetSpec) -> pd.DataFrame:
@@ -425,12 +449,12 @@ class TemplateGenerator:
         Raises ``HubError`` when the table cannot be loaded."""
         from stsc.hub.frames import load_frame
 
-        plans = plan_tasks(list(source.targets), self.cfg.tasks_per_dataset)
-        if not plans:
+        if not source.targets:
             return GenerationResult(
                 drops=[SourceDrop("no_target", f"{source.record.dataset_id} has no usable target")]
             )
         frame = load_frame(source.record)
+        plans = plan_tasks(typed_targets(frame, source.targets), self.cfg.tasks_per_dataset)
         result = GenerationResult()
         for plan in plans:
             try:

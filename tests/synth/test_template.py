@@ -265,3 +265,18 @@ def test_targets_whose_names_slug_alike_get_distinct_tasks_and_resume_to_the_sam
     assert sorted(load_task(tmp_path / "tasks" / t).meta.target for t in first) == ["区域", "性别"]
     assert generate_one(gen, source, tmp_path / "tasks")["task_ids"] == first  # a resumed run
     assert len(list((tmp_path / "tasks").iterdir())) == 2
+
+
+def test_an_integer_target_with_many_values_is_regression(tmp_path):
+    load, _ = TABLES["sklearn/diabetes"]
+    frame = load()
+    frame["price"] = (frame.iloc[:, 0] * 1000).round().astype("int64") + 500  # whole dollars, many values
+    frame["grade"] = frame.index % 3  # three integer classes
+    targets = [TargetSpec(column="price", task_type=CLS), TargetSpec(column="grade", task_type=CLS)]
+    record = make_record("sklearn/diabetes", frame, targets, tmp_path / "tables")
+    gen = TemplateGenerator(GeneratorConfig(tasks_per_dataset=2), seed=0)
+    [source] = build_sources([record], gen.per, {})
+    row = generate_one(gen, source, tmp_path / "tasks")
+    metas = {m.target: m for m in (load_task(tmp_path / "tasks" / t).meta for t in row["task_ids"])}
+    assert (metas["price"].task_type, metas["price"].metric) == ("regression", "rmse")
+    assert metas["grade"].task_type == "classification"
