@@ -3,17 +3,25 @@
 Files live in the sandbox; the editor reads and writes them with ``get``/``put`` and runs ``grep``,
 ``find`` and ``flake8`` there with ``exec``, so the same code works for every backend. Every handler
 takes the argument string and the body (for ``edit``/``insert``) and returns the observation text;
-a misuse is an observation saying how to call the command, never an exception. Only
-infrastructure failure raises (``SandboxError``).
+a misuse, or a path that is not a readable regular file (a folder, a named pipe, gone), is an
+observation saying so, never an exception. Only infrastructure failure raises (``SandboxError``).
+
+Edits change only the lines they name: lines are split on ``\\n`` alone, each keeps its own line end
+(``\\n`` or ``\\r\\n``; new lines take the file's usual one), bytes that are not UTF-8 pass through
+unchanged, the file mode is kept, and so is whether the file ends with a line end. A Python edit
+that adds lint errors is undone by writing back the exact bytes read before it.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from stsc.errors import SandboxError, SandboxPathError
@@ -21,10 +29,56 @@ from stsc.sandbox.base import ExecResult, Sandbox
 
 LINT_CODES = "F821,F822,F831,E111,E112,E113,E999,E902"
 MAX_LISTED = 100
+_MISSING = "does not exist"
+_SPECIAL = "is not a regular file (a folder, a named pipe or a device)"
 
 
 class UsageError(Exception):
     """A command was called wrongly; the message is shown to the agent."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A text file as the editor sees it. ``lines`` are split on ``\\n`` only and hold the text
+    without its line end, with undecodable bytes kept as surrogate escapes; ``ends`` holds each
+    line's end (``\\n``, ``\\r\\n``, or ``""`` for a last line without one); ``raw`` and ``mode``
+    are the bytes and permission bits the file had when read."""
+
+    raw: bytes
+    mode: int
+    lines: list[str]
+    ends: list[str]
+
+    @classmethod
+    def parse(cls, raw: bytes, mode: int) -> Document:
+        chunks = raw.decode("utf-8", errors="surrogateescape").split("\n")
+        last = chunks.pop()
+        lines, ends = [], []
+        for chunk in chunks:
+            crlf = chunk.endswith("\r")
+            lines.append(chunk[:-1] if crlf else chunk)
+            ends.append("\r\n" if crlf else "\n")
+        if last:
+            lines.append(last)
+            ends.append("")
+        return cls(raw, mode, lines, ends)
+
+    @property
+    def shown(self) -> list[str]:
+        """The lines as the agent sees them (undecodable bytes as U+FFFD)."""
+        return [line.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for line in self.lines]
+
+    def replaced(self, start: int, stop: int, body: list[str]) -> Document:
+        """This file with ``lines[start:stop]`` replaced by ``body``. New lines end with the file's
+        usual line end; if the file had no final line end, the new last line has none either."""
+        newline = "\r\n" if self.ends.count("\r\n") > self.ends.count("\n") else "\n"
+        body = [line.encode("utf-8", "replace").decode("utf-8") for line in body]
+        lines = self.lines[:start] + body + self.lines[stop:]
+        ends = [end or newline for end in self.ends[:start] + [newline] * len(body) + self.ends[stop:]]
+        if ends and self.ends[-1:] == [""]:
+            ends[-1] = ""
+        text = "".join(line + end for line, end in zip(lines, ends, strict=True))
+        return Document.parse(text.encode("utf-8", "surrogateescape"), self.mode)
 
 
 class FileEditor:
@@ -49,24 +103,35 @@ class FileEditor:
     def is_file(self, path: str) -> bool:
         return self._exec(["test", "-f", path]).ok
 
-    def read(self, path: str) -> list[str]:
-        """Lines of a sandbox file (without line ends); the file must exist."""
+    def _not_a_file(self, path: str) -> str | None:
+        """Why ``path`` cannot be edited (missing, or a folder, pipe or device), or None for a
+        regular file. Checked inside the sandbox, so a named pipe is never opened."""
+        if self.is_file(path):
+            return None
+        return _SPECIAL if self._exec(["test", "-e", path]).ok else _MISSING
+
+    def read(self, path: str) -> Document:
+        """The sandbox file ``path``; raises ``UsageError`` unless it is a readable regular file."""
+        problem = self._not_a_file(path)
+        if problem:
+            raise UsageError(f"{path} {problem}.")
         with tempfile.TemporaryDirectory(prefix="stsc-edit-") as tmp:
             local = Path(tmp) / "file"
             try:
                 self.sandbox.get(path, local)
-            except SandboxPathError as e:
+                return _read_regular(local)
+            except (SandboxPathError, OSError) as e:
                 raise UsageError(f"Cannot read {path}: {e}") from e
-            text = local.read_bytes().decode("utf-8", errors="replace")
-        return text.splitlines()
 
-    def write(self, path: str, lines: list[str]) -> None:
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Replace the content of ``path`` with ``data``, leaving it with permission bits ``mode``."""
         with tempfile.TemporaryDirectory(prefix="stsc-edit-") as tmp:
             local = Path(tmp) / "file"
-            local.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            local.write_bytes(data)
+            local.chmod(mode)  # put copies the mode along with the bytes
             try:
                 self.sandbox.put(local, path)
-            except SandboxPathError as e:
+            except (SandboxPathError, OSError) as e:
                 raise UsageError(f"Cannot write {path}: {e}") from e
 
     # -- viewing -----------------------------------------------------------------------------------
@@ -89,14 +154,10 @@ class FileEditor:
         return "\n".join(out)
 
     def _show(self) -> str:
-        assert self.open_file is not None
-        if not self.is_file(self.open_file):
-            path, self.open_file = self.open_file, None
-            raise UsageError(f"The open file {path} no longer exists.")
-        lines = self.read(self.open_file)
-        text = self.render(self.open_file, lines, self.current_line)
+        path, doc = self._read_open()
+        text = self.render(path, doc.shown, self.current_line)
         # Scrolling moves from the centre of what is shown, so consecutive windows tile the file.
-        start, end = self.bounds(len(lines), self.current_line)
+        start, end = self.bounds(len(doc.lines), self.current_line)
         self.current_line = max(start, min(end, start + (self.window - 1) // 2))
         return text
 
@@ -104,6 +165,16 @@ class FileEditor:
         if self.open_file is None:
             raise UsageError('No file is open. Open one first with: open "<path>"')
         return self.open_file
+
+    def _read_open(self) -> tuple[str, Document]:
+        """The open file and its content; closes it when it is no longer a regular file."""
+        path = self._require_open()
+        problem = self._not_a_file(path)
+        if problem:
+            self.open_file = None
+            gone = "no longer exists" if problem == _MISSING else "is no longer a regular file"
+            raise UsageError(f"The open file {path} {gone}; open a file again.")
+        return path, self.read(path)
 
     @staticmethod
     def _line_number(text: str, usage: str) -> int:
@@ -116,8 +187,11 @@ class FileEditor:
         if not 1 <= len(args) <= 2:
             raise UsageError('Usage: open "<path>" [<line_number>]')
         path = self.path(args[0])
-        if not self.is_file(path):
+        problem = self._not_a_file(path)
+        if problem == _MISSING:
             raise UsageError(f"File {args[0]} not found (looked for {path}).")
+        if problem:
+            raise UsageError(f"{args[0]} {problem}; only regular files can be opened.")
         line = self._line_number(args[1], 'open "<path>" [<line_number>]') if len(args) == 2 else 1
         self.open_file, self.current_line = path, line
         return self._show()
@@ -143,7 +217,7 @@ class FileEditor:
         made = self._exec(["mkdir", "-p", posixpath.dirname(path)])
         if not made.ok:
             raise UsageError(f"Cannot create {path}: {made.output.strip()}")
-        self.write(path, [""])
+        self.write(path, b"\n")
         self.open_file, self.current_line = path, 1
         return self._show()
 
@@ -153,7 +227,7 @@ class FileEditor:
         if not 1 <= len(args) <= 2:
             raise UsageError("Usage: search_dir <search_term> [<dir>]")
         term, where = args[0], self.path(args[1] if len(args) == 2 else ".")
-        result = self._exec(["grep", "-rIc", "-F", "--", term, where])
+        result = self._exec(["grep", "-rIc", "-D", "skip", "-F", "--", term, where])
         if result.exit_code > 1:
             raise UsageError(f"Cannot search {where}: {result.output.strip()}")
         counts = []
@@ -173,10 +247,14 @@ class FileEditor:
         if not 1 <= len(args) <= 2:
             raise UsageError("Usage: search_file <search_term> [<file>]")
         term = args[0]
-        path = self.path(args[1]) if len(args) == 2 else self._require_open()
-        if not self.is_file(path):
-            raise UsageError(f"File {path} not found.")
-        hits = [(i, line) for i, line in enumerate(self.read(path), start=1) if term in line]
+        if len(args) == 2:
+            path = self.path(args[1])
+            if self._not_a_file(path) == _MISSING:
+                raise UsageError(f"File {path} not found.")
+            doc = self.read(path)
+        else:
+            path, doc = self._read_open()
+        hits = [(i, line) for i, line in enumerate(doc.shown, start=1) if term in line]
         if not hits:
             return f'No matches found for "{term}" in {path}'
         if len(hits) > MAX_LISTED:
@@ -202,65 +280,94 @@ class FileEditor:
     # -- editing -----------------------------------------------------------------------------------
 
     def edit(self, args: list[str], body: list[str]) -> str:
-        path = self._require_open()
+        self._require_open()
         usage = "edit <start_line>:<end_line> followed by the new lines and end_of_edit"
         if len(args) != 1 or ":" not in args[0]:
             raise UsageError(f"Usage: {usage}")
         first, _, last = args[0].partition(":")
         start, end = self._line_number(first, usage), self._line_number(last, usage)
-        old = self.read(path)
-        if start < 1 or end < start - 1 or end > max(len(old), 1):
+        path, old = self._read_open()
+        total = len(old.lines)
+        if start < 1 or end < start - 1 or end > max(total, 1):
             raise UsageError(
-                f"Invalid range {start}:{end}: the file has {len(old)} lines; use 1 <= start <= end + 1 "
-                f"and end <= {max(len(old), 1)}."
+                f"Invalid range {start}:{end}: the file has {total} lines; use 1 <= start <= end + 1 "
+                f"and end <= {max(total, 1)}."
             )
-        return self._apply(path, old, old[: start - 1] + body + old[end:], start)
+        return self._apply(path, old, old.replaced(start - 1, end, body), start)
 
     def insert(self, args: list[str], body: list[str]) -> str:
-        path = self._require_open()
+        self._require_open()
         usage = "insert <line_number> followed by the new lines and end_of_insert"
         if len(args) != 1:
             raise UsageError(f"Usage: {usage}")
         after = self._line_number(args[0], usage)
-        old = self.read(path)
-        if not 0 <= after <= len(old):
-            raise UsageError(f"Invalid line {after}: the file has {len(old)} lines; use 0..{len(old)}.")
-        return self._apply(path, old, old[:after] + body + old[after:], after + 1)
+        path, old = self._read_open()
+        total = len(old.lines)
+        if not 0 <= after <= total:
+            raise UsageError(f"Invalid line {after}: the file has {total} lines; use 0..{total}.")
+        return self._apply(path, old, old.replaced(after, after, body), after + 1)
 
-    def _apply(self, path: str, old: list[str], new: list[str], line: int) -> str:
-        """Write ``new``; for Python files revert it when it adds lint errors, showing both views."""
+    def _apply(self, path: str, old: Document, new: Document, line: int) -> str:
+        """Write ``new``; for Python files restore ``old`` byte for byte when the edit adds lint
+        errors, showing both views. When flake8 cannot run the edit stays, as in MLGym, with a note."""
         lint = path.endswith(".py")
         before = self._lint(path) if lint else []
-        self.write(path, new)
-        added = _added_errors(before, self._lint(path)) if lint else []
+        self.write(path, new.raw, old.mode)
+        after = self._lint(path) if lint else []
         self.open_file, self.current_line = path, line
+        if before is None or after is None:
+            return (
+                self.render(path, new.shown, line) + "\nFile updated, but the syntax check (flake8) "
+                "could not run, so the edit was not checked for errors. Review the changes above and "
+                "make sure they are correct. Edit the file again if needed."
+            )
+        added = _added_errors(before, after)
         if not added:
             return (
-                self.render(path, new, line) + "\nFile updated. Review the changes above and make sure they "
-                "are correct (indentation, no duplicated or missing lines). Edit the file again if needed."
+                self.render(path, new.shown, line) + "\nFile updated. Review the changes above and make "
+                "sure they are correct (indentation, no duplicated or missing lines). Edit the file again "
+                "if needed."
             )
-        self.write(path, old)
+        self.write(path, old.raw, old.mode)
         errors = "\n".join(f"- {e}" for e in added)
         return (
             f"Your edit was NOT applied: it introduces new errors:\n{errors}\n\n"
             f"This is how the file would look with your edit:\n-------------------------------------------------\n"
-            f"{self.render(path, new, line)}\n-------------------------------------------------\n"
+            f"{self.render(path, new.shown, line)}\n-------------------------------------------------\n"
             f"This is the file as it is now (unchanged):\n-------------------------------------------------\n"
-            f"{self.render(path, old, line)}\n-------------------------------------------------\n"
+            f"{self.render(path, old.shown, line)}\n-------------------------------------------------\n"
             "Fix your edit command (line range, indentation, names) and try again."
         )
 
-    def _lint(self, path: str) -> list[str]:
-        """flake8 findings of the gated classes as 'CODE message (line N)' strings."""
-        result = self._exec(["python", "-m", "flake8", "--isolated", f"--select={LINT_CODES}", path])
+    def _lint(self, path: str) -> list[str] | None:
+        """flake8 findings of the gated classes as 'CODE message (line N)' strings, or None when
+        flake8 did not run to completion (crash, timeout). Python runs isolated (``-I``), so modules
+        in the workspace (a random.py, a usercustomize) cannot replace the ones flake8 imports."""
+        argv = ["python", "-I", "-m", "flake8", "--isolated", f"--select={LINT_CODES}", "--", path]
+        result = self._exec(argv)
         if "No module named flake8" in result.output:
             raise SandboxError("the sandbox's python has no flake8; install it in the sandbox image")
         findings = []
         for row in result.stdout.splitlines():
-            parts = row.split(":", 3)
-            if len(parts) == 4 and parts[1].strip().isdigit():
-                findings.append(f"{parts[3].strip()} (line {parts[1].strip()})")
+            if not row.startswith(f"{path}:"):
+                continue
+            parts = row[len(path) + 1 :].split(":", 2)
+            if len(parts) == 3 and parts[0].strip().isdigit():
+                findings.append(f"{parts[2].strip()} (line {parts[0].strip()})")
+        if result.timed_out or result.exit_code not in (0, 1) or (result.exit_code == 1) != bool(findings):
+            return None
         return findings
+
+
+def _read_regular(local: Path) -> Document:
+    """The content and mode of a host copy; anything but a regular file is an ``OSError``. The open
+    neither waits on a named pipe nor follows a link."""
+    fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{local.name} is not a regular file")
+        return Document.parse(f.read(), stat.S_IMODE(mode))
 
 
 def _added_errors(before: list[str], after: list[str]) -> list[str]:

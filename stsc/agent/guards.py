@@ -12,7 +12,7 @@ import functools
 import re
 import shlex
 
-_TRAINING = re.compile(r"(?<![\w./-])(python[\d.]*|torchrun|accelerate|deepspeed)(?![\w-])")
+_TRAINING = re.compile(r"(?<![\w.-])(python[\d.]*|torchrun|accelerate|deepspeed)(?![\w-])")
 _HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
 _SEPARATORS = re.compile(r"(\|\||&&|;|\||&)")
 _PYTHON = re.compile(r"^(?:.*/)?python[\d.]*$")
