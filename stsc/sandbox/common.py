@@ -120,7 +120,7 @@ if [ -f "$__stsc_state.env" ]; then
   . "$__stsc_state.env"
 fi
 __stsc_dir=
-[ -f "$__stsc_state.cwd" ] && read -r __stsc_dir < "$__stsc_state.cwd"
+[ -f "$__stsc_state.cwd" ] && IFS= read -r __stsc_dir < "$__stsc_state.cwd"
 [ -n "$__stsc_dir" ] && { cd -- "$__stsc_dir" 2>/dev/null || cd -- "$__stsc_cwd"; }
 unset __stsc_dir
 __stsc_save() {
