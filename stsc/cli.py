@@ -111,9 +111,12 @@ def _print_summary(cfg: Any, outcomes: list, tracker: Any) -> None:
 
     print(format_outcomes(outcomes))
     if tracker is not None:
+        from stsc.tracking import redact_url_credentials
+
         print(
             f"\nMLflow: run {tracker.run_id} in experiment '{cfg.tracking.experiment}' "
-            f"({tracker.client.tracking_uri}). Browse with `make ui` -> http://127.0.0.1:5000"
+            f"({redact_url_credentials(tracker.client.tracking_uri)}). "
+            "Browse with `make ui` -> http://127.0.0.1:5000"
         )
 
 

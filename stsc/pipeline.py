@@ -5,7 +5,9 @@ subtree (minus keys that cannot change results: concurrency, credentials' env-va
 keys of its upstream stages. Same key -> cache hit, the stage is skipped; changed config -> that stage
 and everything downstream get new keys and rerun, nothing upstream does. A folder is complete once
 ``_SUCCESS.json`` exists; an incomplete one is handed back to its stage, which resumes from the items
-already written.
+already written. ``force`` drops the marker first, then moves the folder aside and deletes it, so a kill
+mid-delete never leaves a truncated folder that looks complete. Secret-named config values (API keys,
+tokens, URL passwords) enter keys and ``stage.json`` only as a placeholder.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from stsc.config import RootConfig
 from stsc.errors import ConfigError, StageError
 from stsc.store import REPORT_FILE, SUCCESS_FILE, StageContext, StageReport, atomic_write_json, read_json
+from stsc.tracking import is_secret_key, redact_url_credentials
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ KEY_EXCLUDE_NAMES = frozenset(
         "max_infra_retries",
     }
 )
+# What a secret-named config value (``teacher.llm.extra.api_key``) contributes to keys and stage.json.
+SECRET_PLACEHOLDER = "<secret>"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ _PAPER_GRAPH = (
         ("topics",),
         ("propose", "hub.kind", "hub.catalog_sources"),
     ),
-    StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter")),
+    StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter"), 2),
     StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",), 2),
     StageSpec(
         "validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm"), 3
@@ -161,17 +166,21 @@ def _select(cfg: RootConfig, dotted: str) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
-def _strip_excluded(value: Any) -> Any:
+def _strip_excluded(value: Any, name: str = "") -> Any:
+    if name and is_secret_key(name) and isinstance(value, str) and value:
+        return SECRET_PLACEHOLDER  # rotating a key changes no result (numbers: input_cost_per_token)
     if isinstance(value, dict):
-        return {k: _strip_excluded(v) for k, v in sorted(value.items()) if k not in KEY_EXCLUDE_NAMES}
+        return {k: _strip_excluded(v, str(k)) for k, v in sorted(value.items()) if k not in KEY_EXCLUDE_NAMES}
     if isinstance(value, list):
         return [_strip_excluded(v) for v in value]
+    if isinstance(value, str):
+        return redact_url_credentials(value)  # a URL's password
     return value
 
 
 def stage_config(cfg: RootConfig, spec: StageSpec) -> dict[str, Any]:
-    """The semantic config a stage's key is computed from (seed included)."""
-    subtree = {key: _strip_excluded(_select(cfg, key)) for key in spec.config}
+    """The semantic config a stage's key is computed from (seed included), secrets replaced."""
+    subtree = {key: _strip_excluded(_select(cfg, key), key) for key in spec.config}
     subtree["seed"] = cfg.seed
     return subtree
 
@@ -218,7 +227,8 @@ def stage_dir(store: Path, name: str, key: str) -> Path:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / SUCCESS_FILE).exists()
+    """The completion marker and the report it follows are both there."""
+    return (folder / SUCCESS_FILE).exists() and (folder / REPORT_FILE).exists()
 
 
 @contextmanager
@@ -232,6 +242,15 @@ def _stage_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _move_aside(folder: Path) -> list[Path]:
+    """Take a stage folder out of the store crash-safely (call under its lock): drop its completion
+    marker, then rename it aside in one step. Returns the folders to delete (leftovers included)."""
+    (folder / SUCCESS_FILE).unlink(missing_ok=True)
+    if folder.exists():
+        folder.rename(folder.parent / f".{folder.name}.deleting-{time.time_ns()}")
+    return sorted(folder.parent.glob(f".{folder.name}.deleting-*"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,12 +273,24 @@ def run_pipeline(cfg: RootConfig, tracker: Any = None) -> list[StageOutcome]:
     unknown_force = [s for s in cfg.force if s not in _REGISTRY]
     if unknown_force:
         raise StageError(f"force={unknown_force} names unknown stage(s); valid stages are {registered()}")
-    recompute = descendants(list(cfg.force)) & set(selected)
     keys = compute_keys(cfg)
     store = cfg.store_path
+    # Every descendant of a forced stage is invalidated up front, selected or not (an unselected one
+    # would otherwise be reused later, stale, under its unchanged key), downstream first, and nothing is
+    # deleted before all are out of the store: a kill in between never leaves a stale cache hit.
+    forced = descendants(list(cfg.force))
+    trash: list[Path] = []
+    for name in reversed([s for s in registered() if s in forced]):
+        folder = stage_dir(store, name, keys[name])
+        if folder.exists():
+            with _stage_lock(folder):
+                log.info("stage %s: force=%s, recomputing key %s", name, list(cfg.force), keys[name])
+                trash += _move_aside(folder)
+    for path in trash:
+        shutil.rmtree(path, ignore_errors=True)
     outcomes: list[StageOutcome] = []
     for name in selected:
-        outcomes.append(_run_one(cfg, name, keys, store, name in recompute, tracker))
+        outcomes.append(_run_one(cfg, name, keys, store, tracker))
     return outcomes
 
 
@@ -276,16 +307,11 @@ def _inputs(spec: StageSpec, keys: dict[str, str], store: Path) -> dict[str, Pat
     return inputs
 
 
-def _run_one(
-    cfg: RootConfig, name: str, keys: dict[str, str], store: Path, force: bool, tracker: Any
-) -> StageOutcome:
+def _run_one(cfg: RootConfig, name: str, keys: dict[str, str], store: Path, tracker: Any) -> StageOutcome:
     spec = _REGISTRY[name]
     key = keys[name]
     folder = stage_dir(store, name, key)
     with _stage_lock(folder):
-        if force and folder.exists():
-            log.info("stage %s: force=%s, recomputing key %s", name, list(cfg.force), key)
-            shutil.rmtree(folder)
         if is_complete(folder):
             report = StageReport.from_dict(read_json(folder / REPORT_FILE))
             log.info("stage %s: cache hit (key %s) -> %s", name, key, folder)

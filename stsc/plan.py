@@ -102,6 +102,49 @@ def _policy_stage(
     )
 
 
+def _eval_methods(cfg: RootConfig) -> list[tuple[str, PolicyConfig]]:
+    """``(name, policy)`` of every evaluated method as ``stsc.evaluation.models`` builds them: the
+    ``eval.models`` entries as configured, then the base/sft students, which are local
+    (``transformers``) or served by vLLM at no charge (``llm`` with zero prices)."""
+    methods = [(m.name, m.policy) for m in cfg.eval.models]
+    for name, included in (("base", cfg.eval.include_base_student), ("sft", cfg.eval.include_sft_student)):
+        if not included:
+            continue
+        if cfg.eval.student_backend == "vllm":
+            llm = LLMConfig(model=f"hosted_vllm/{name}", input_cost_per_token=0.0, output_cost_per_token=0.0)
+            methods.append((name, PolicyConfig(kind="llm", name=name, llm=llm)))
+        else:
+            methods.append((name, PolicyConfig(kind="transformers", name=name)))
+    return methods
+
+
+def _evaluate_stage(
+    cfg: RootConfig, methods: list[tuple[str, PolicyConfig]], n_tasks: int, a: Assumptions
+) -> StagePlan:
+    """Every method runs ``n_tasks x eval.runs_per_task`` episodes of up to ``eval.max_steps`` steps;
+    ``llm`` methods are priced like the rollout teacher, local and offline methods cost nothing."""
+    per_method = n_tasks * cfg.eval.runs_per_task
+    steps = cfg.eval.max_steps * a.steps_per_episode_mean
+    sp = StagePlan(
+        "evaluate",
+        False,
+        len(methods) * per_method,
+        note=f"{len(methods)} models x {n_tasks} tasks x {cfg.eval.runs_per_task} runs, suite={cfg.eval.suite}",
+    )
+    models = []
+    for _, policy in methods:
+        if policy.kind != "llm":
+            continue
+        one = _policy_stage("evaluate", policy, per_method, steps, a, "")
+        sp.calls += one.calls
+        sp.prompt_tokens += one.prompt_tokens
+        sp.completion_tokens += one.completion_tokens
+        sp.usd = None if sp.usd is None or one.usd is None else sp.usd + one.usd
+        models.append(policy.llm.model)
+    sp.model = ", ".join(dict.fromkeys(models))
+    return sp
+
+
 def topic_expansion_calls(cfg: TopicsConfig) -> int:
     """Model calls the topics stage makes to expand the curated seeds, assuming every call parses and
     returns its batch without duplicates: as ``stsc.synth.topics`` does, each area's quota is filled
@@ -137,7 +180,7 @@ def eval_task_count(cfg: RootConfig, n_heldout: int) -> int:
 
 def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
     """Estimate every selected stage; stages whose output is already in the store are marked cached."""
-    from stsc.pipeline import compute_keys, is_complete, select_stages, stage_dir
+    from stsc.pipeline import compute_keys, descendants, is_complete, select_stages, stage_dir
 
     a = a or Assumptions()
     keys = compute_keys(cfg)
@@ -146,15 +189,17 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
     n_verified = int(n_props * a.verified_fraction) if cfg.hub.kind == "huggingface" else n_props
     n_generated = n_verified * (cfg.generator.tasks_per_dataset if cfg.generator.kind == "template" else 1)
     n_tasks = int(n_generated * a.accepted_fraction)
-    n_train = int(n_tasks * (1 - cfg.split.heldout_fraction) * cfg.curate.task_fraction)
+    # the rollout runs every training task (up to rollout.max_tasks); curate.task_fraction only
+    # selects which tasks' trajectories the curate stage keeps
+    n_train = int(n_tasks * (1 - cfg.split.heldout_fraction))
     if cfg.rollout.max_tasks is not None:
-        n_train = min(n_train, cfg.rollout.max_tasks)
+        n_train = min(n_train, max(0, cfg.rollout.max_tasks))
     n_heldout = n_tasks - int(n_tasks * (1 - cfg.split.heldout_fraction))
     episodes = n_train * cfg.rollout.per_task
+    n_curated_tasks = max(0, math.ceil(cfg.curate.task_fraction * n_train - 1e-9))  # as curate's task_subset
+    kept = int(n_curated_tasks * cfg.rollout.per_task * a.kept_fraction)
     steps = cfg.agent.max_steps * a.steps_per_episode_mean
-    n_models = len(cfg.eval.models) + int(cfg.eval.include_base_student) + int(cfg.eval.include_sft_student)
     n_eval_tasks = eval_task_count(cfg, n_heldout)
-    eval_episodes = n_models * n_eval_tasks * cfg.eval.runs_per_task
     plans = {
         "topics": _llm_stage(
             "topics",
@@ -205,28 +250,27 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
             f"{n_train} training tasks x {cfg.rollout.per_task} trajectories",
         ),
         "curate": StagePlan(
-            "curate", False, int(episodes * a.kept_fraction), note=f"<= {cfg.curate.max_total_tokens} tokens"
+            "curate",
+            False,
+            kept,
+            note=f"{n_curated_tasks} of {n_train} training tasks (task_fraction={cfg.curate.task_fraction}); "
+            f"<= {cfg.curate.max_total_tokens} tokens",
         ),
         "sft": StagePlan(
             "sft",
             False,
-            int(episodes * a.kept_fraction),
-            note=f"~{int(episodes * a.kept_fraction * a.sft_tokens_per_example / 1e6)}M tokens x "
+            kept,
+            note=f"~{int(kept * a.sft_tokens_per_example / 1e6)}M tokens x "
             f"{cfg.sft.num_train_epochs} epochs; {cfg.student.name}, {cfg.sft.method}",
         ),
-        "evaluate": StagePlan(
-            "evaluate",
-            False,
-            eval_episodes,
-            note=f"{n_models} models x {n_eval_tasks} tasks x {cfg.eval.runs_per_task} runs, "
-            f"suite={cfg.eval.suite}",
-        ),
+        "evaluate": _evaluate_stage(cfg, _eval_methods(cfg), n_eval_tasks, a),
         "report": StagePlan("report", False, 1),
     }
     plan = Plan(assumptions=a)
     for name in select_stages(list(cfg.stages)):
         sp = plans.get(name) or StagePlan(name, False, 0, note="plugin stage")
-        sp.cached = is_complete(stage_dir(cfg.store_path, name, keys[name])) and name not in cfg.force
+        forced = name in descendants(list(cfg.force))  # force recomputes descendants too
+        sp.cached = is_complete(stage_dir(cfg.store_path, name, keys[name])) and not forced
         plan.stages.append(sp)
     return plan
 

@@ -7,6 +7,7 @@ fluent active-run stack, so nesting works across threads and processes.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from stsc.config import TrackingConfig
 
@@ -28,6 +30,9 @@ REDACTED = "***REDACTED***"
 PARAM_MAX = 6000
 SWEEP_RUN_FILE = ".mlflow_sweep_run_id"
 TABLE_MAX_ROWS = 5000
+# The password of a URL's userinfo: ``postgresql://user:pw@host`` -> ``postgresql://user:***REDACTED***@host``
+# (also as Hydra escapes it in overrides: ``http\://user\:pw@host``).
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*\\?://[^/\s:@\\]*)(\\?):[^/\s@]+@")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -36,11 +41,14 @@ TABLE_MAX_ROWS = 5000
 
 def looks_secret(name: str) -> bool:
     """``OPENAI_API_KEY``, ``hf_token``, ``db.password``, ``key`` -> True; ``content_key``,
-    ``max_tokens``, ``api_key_env`` (the *name* of a variable) -> False."""
+    ``max_tokens``, ``input_cost_per_token`` (a price), ``api_key_env`` (the *name* of a variable)
+    -> False."""
     parts = [p for p in re.split(r"[._\-\s]+", name.lower()) if p]
     if not parts or parts[-1] == "env":
         return False
-    if any(p in SECRET_WORDS for p in parts):
+    if any(
+        p in SECRET_WORDS and not (p == "token" and i and parts[i - 1] == "per") for i, p in enumerate(parts)
+    ):
         return True
     return any(p == "key" and (i == 0 or parts[i - 1] in KEY_QUALIFIERS) for i, p in enumerate(parts))
 
@@ -66,10 +74,25 @@ def config_secret_values(obj: Any) -> list[str]:
     return found
 
 
+def redact_url_credentials(text: str) -> str:
+    """Replace the password of every ``scheme://user:password@host`` URL in ``text``."""
+    return _URL_PASSWORD.sub(rf"\1\2:{REDACTED}@", text)
+
+
 def redact_text(text: str, secrets: list[str] | None = None) -> str:
     for value in secret_env_values() if secrets is None else secrets:
         text = text.replace(value, REDACTED)
-    return text
+    return redact_url_credentials(text)
+
+
+def redact_overrides(overrides: list[str], secrets: list[str] | None = None) -> str:
+    """Hydra overrides joined for display: values of secret-named keys (``+llm.api_key=sk-...``, swept
+    ones too) and secret values replaced."""
+    out = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        out.append(f"{key}={REDACTED}" if sep and is_secret_key(key.lstrip("+~")) else item)
+    return redact_text(" ".join(out), secrets)
 
 
 def is_secret_key(key: str) -> bool:
@@ -130,8 +153,16 @@ def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
     return cfg.uri or f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
 
 
-def artifact_location(cfg: TrackingConfig, root: Path) -> str:
-    return cfg.artifact_location or (root / "mlruns" / "artifacts").resolve().as_uri()
+def artifact_location(cfg: TrackingConfig, root: Path) -> str | None:
+    """Where a new experiment keeps its artifacts: the configured location, else ``<root>/mlruns/artifacts``
+    for local (sqlite, file) tracking, else None, so that a tracking server uses its own artifact store."""
+    if cfg.artifact_location:
+        return cfg.artifact_location
+    uri = tracking_uri(cfg, root)
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("sqlite", "file") or (not scheme and not uri.startswith("databricks")):
+        return (root / "mlruns" / "artifacts").resolve().as_uri()
+    return None
 
 
 def make_client(cfg: TrackingConfig, root: Path):
@@ -246,7 +277,9 @@ class JobTracker:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(
-            self.experiment_id, run_name=redact_text(run_name, self._secrets), tags=_redact_tags(all_tags)
+            self.experiment_id,
+            run_name=redact_text(run_name, self._secrets),
+            tags=_redact_tags(all_tags, self._secrets),
         )
         self.run_id = run.info.run_id
         self._log_params(self.run_id, config)
@@ -282,7 +315,9 @@ class JobTracker:
             "cache_hit": str(cache_hit).lower(),
             "git_commit": git_commit(self.root),
         }
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=_redact_tags(tags))
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags=_redact_tags(tags, self._secrets)
+        )
         self._log_params(run.info.run_id, params)
         return StageTracker(self.client, run.info.run_id)
 
@@ -302,8 +337,8 @@ class JobTracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def _redact_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    secrets = secret_env_values()
+def _redact_tags(tags: Mapping[str, str], secrets: list[str] | None = None) -> dict[str, str]:
+    secrets = secret_env_values() if secrets is None else secrets
     return {k: (REDACTED if is_secret_key(k) else redact_text(str(v), secrets)) for k, v in tags.items()}
 
 
@@ -329,7 +364,11 @@ def read_sweep_run_id(sweep_dir: Path) -> str | None:
 
 class MlflowSweepCallback:
     """Hydra callback: one MLflow run per ``-m`` sweep, created before the jobs fan out (which also
-    creates the sqlite store once, so parallel jobs never race on its first migration)."""
+    creates the sqlite store once, so parallel jobs never race on its first migration).
+
+    Hydra skips ``on_multirun_end`` when a job fails (the sweeper re-raises its exception), so an
+    ``atexit`` hook in the sweeping process ends a sweep run still ``RUNNING`` as ``FAILED``.
+    """
 
     def __init__(self, **_: Any) -> None:
         self._client = None
@@ -346,6 +385,8 @@ class MlflowSweepCallback:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
+        secrets = config_secret_values(OmegaConf.to_container(config, resolve=False))
+        secrets = sorted(set(secret_env_values()) | set(secrets), key=len, reverse=True)
         run = self._client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
@@ -353,15 +394,26 @@ class MlflowSweepCallback:
                 "stsc.kind": "sweep",
                 "git_commit": git_commit(root),
                 "sweep_dir": str(sweep_dir),
-                "overrides": redact_text(" ".join(overrides))[:5000],
+                "overrides": redact_overrides(overrides, secrets)[:5000],
             },
         )
         self._run_id = run.info.run_id
         (sweep_dir / SWEEP_RUN_FILE).write_text(self._run_id)
+        atexit.register(self._end, "FAILED")
 
     def on_multirun_end(self, config: Any, **_: Any) -> None:
-        if self._client is not None and self._run_id is not None:
-            self._client.set_terminated(self._run_id, status="FINISHED")
+        self._end("FINISHED")
+
+    def _end(self, status: str) -> None:
+        """End the sweep run once (the first call wins: ``on_multirun_end`` or the exit hook)."""
+        if self._client is None or self._run_id is None:
+            return
+        run_id, self._run_id = self._run_id, None
+        atexit.unregister(self._end)
+        try:
+            self._client.set_terminated(run_id, status=status)
+        except Exception as e:  # at exit, with the store gone: nothing more to do
+            log.warning("could not end the sweep run %s: %s", run_id, e)
 
     # Hydra calls these too; nothing to do.
     def on_run_start(self, config: Any, **_: Any) -> None: ...

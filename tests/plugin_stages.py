@@ -2,6 +2,7 @@
 
 ``probe_items`` writes ``topics.n`` items one by one (``STSC_TEST_ITEM_DELAY`` seconds apart), skipping
 those already complete, and appends each to a journal so duplicates would show; ``probe_sum`` sums them.
+``probe_fail`` raises when ``seed=13`` (one failing job of a sweep).
 """
 
 from __future__ import annotations
@@ -47,5 +48,12 @@ def run_probe_sum(cfg, ctx) -> None:
     atomic_write_json(ctx.out_dir / "sum.json", {"total": total})
 
 
+def run_probe_fail(cfg, ctx) -> None:
+    if cfg.seed == 13:
+        raise RuntimeError("probe_fail: failing as asked (seed=13)")
+    ctx.report.add_out()
+
+
 register(StageSpec("probe_items", run_probe_items, (), ("topics.n",)))
 register(StageSpec("probe_sum", run_probe_sum, ("probe_items",), ("rollout.per_task",)))
+register(StageSpec("probe_fail", run_probe_fail))  # keyed by the seed

@@ -116,6 +116,45 @@ def test_secrets_in_the_environment_and_config_never_reach_mlflow_or_logs(tmp_pa
     assert FAKE_ENV_SECRET not in proc.stdout + proc.stderr
 
 
+def test_a_sweep_with_a_failing_job_ends_its_sweep_run_failed_and_logs_no_secret(tmp_path: Path) -> None:
+    url_password = "Url-Pa55w0rd-4242"
+    args = [
+        "-m",
+        "seed=0,13",
+        "stages=[probe_fail]",
+        "plugins=[tests.plugin_stages]",
+        f"root={tmp_path}",
+        f"+teacher.llm.extra.api_key={FAKE_CONFIG_SECRET}",
+        f"teacher.llm.api_base=http://user:{url_password}@vllm.internal:8000/v1",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "failing as asked" in proc.stdout + proc.stderr
+    client, runs = _all_runs(tmp_path)
+    (sweep,) = [r for r in runs if r.data.tags.get("stsc.kind") == "sweep"]
+    assert sweep.info.status == "FAILED"  # not left RUNNING forever
+    jobs = {r.data.params["seed"]: r.info.status for r in runs if r.data.tags.get("stsc.kind") == "job"}
+    assert jobs == {"0": "FINISHED", "13": "FAILED"}
+    assert "+teacher.llm.extra.api_key=" in sweep.data.tags["overrides"]
+    text = _every_text(tmp_path, client, runs)
+    assert FAKE_CONFIG_SECRET not in text and url_password not in text
+    assert "http://user:***REDACTED***@vllm.internal:8000/v1" in text  # the URL stays readable
+
+
+def test_the_printed_summary_hides_the_tracking_servers_password(capsys: pytest.CaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from stsc.cli import _print_summary
+
+    tracker = SimpleNamespace(
+        run_id="r1", client=SimpleNamespace(tracking_uri="http://u:Pa55w0rd@mlflow:5000")
+    )
+    cfg = SimpleNamespace(tracking=SimpleNamespace(experiment="stsc"))
+    _print_summary(cfg, [], tracker)
+    out = capsys.readouterr().out
+    assert "Pa55w0rd" not in out and "http://u:***REDACTED***@mlflow:5000" in out
+
+
 def test_sigterm_marks_the_runs_killed_and_a_rerun_resumes(tmp_path: Path) -> None:
     args = ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=40"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "STSC_TEST_ITEM_DELAY": "0.1"}

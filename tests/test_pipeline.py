@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +17,18 @@ import pytest
 import tests.plugin_stages  # noqa: F401  (registers probe_items, probe_sum)
 from stsc.config import RootConfig
 from stsc.errors import StageError
-from stsc.pipeline import compute_keys, is_complete, run_pipeline, select_stages, stage_dir
-from stsc.store import iter_jsonl
+from stsc.pipeline import (
+    StageSpec,
+    compute_keys,
+    is_complete,
+    register,
+    run_pipeline,
+    select_stages,
+    stage_dir,
+    unregister,
+)
+from stsc.plan import make_plan
+from stsc.store import REPORT_FILE, SUCCESS_FILE, iter_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = ["probe_items", "probe_sum"]
@@ -86,6 +97,77 @@ def test_force_recomputes_the_stage_and_its_descendants(tmp_path: Path) -> None:
     assert _hits(outcomes) == {"probe_items": False, "probe_sum": False}
     outcomes = run_pipeline(replace(_cfg(tmp_path), force=["probe_sum"]))
     assert _hits(outcomes) == {"probe_items": True, "probe_sum": False}
+
+
+def test_force_invalidates_unselected_descendants_too(tmp_path: Path) -> None:
+    run_pipeline(_cfg(tmp_path))
+    cfg = _cfg(tmp_path)
+    sum_folder = stage_dir(cfg.store_path, "probe_sum", compute_keys(cfg)["probe_sum"])
+    run_pipeline(replace(cfg, stages=["probe_items"], force=["probe_items"]))
+    assert not is_complete(sum_folder)  # its upstream was recomputed: the old sum is stale
+    outcomes = run_pipeline(_cfg(tmp_path))
+    assert _hits(outcomes) == {"probe_items": True, "probe_sum": False}
+
+
+def test_the_dry_run_plan_counts_descendants_of_a_forced_stage_as_rerun(tmp_path: Path) -> None:
+    run_pipeline(_cfg(tmp_path))
+    plan = make_plan(replace(_cfg(tmp_path), force=["probe_items"]))
+    assert {s.name: s.cached for s in plan.stages} == {"probe_items": False, "probe_sum": False}
+
+
+def test_a_force_killed_mid_delete_never_leaves_a_cache_hit_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_pipeline(_cfg(tmp_path))
+    cfg = _cfg(tmp_path)
+    folder = stage_dir(cfg.store_path, "probe_items", compute_keys(cfg)["probe_items"])
+    real_rmtree = shutil.rmtree
+
+    def killed_rmtree(path, *args, **kwargs) -> None:  # dies before the marker and report go
+        for p in Path(path).iterdir():
+            if p.is_dir():
+                real_rmtree(p)
+            elif p.name not in (SUCCESS_FILE, REPORT_FILE):
+                p.unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(replace(cfg, force=["probe_items"]))
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+
+    outcomes = run_pipeline(cfg)
+    assert _hits(outcomes) == {"probe_items": False, "probe_sum": False}
+    assert len(list((folder / "items").glob("*.json"))) == 5
+    run_pipeline(replace(cfg, force=["probe_items"]))  # a later force sweeps away the half-deleted copy
+    assert [p.name for p in folder.parent.iterdir() if "deleting" in p.name] == []
+
+
+def test_a_folder_with_its_marker_but_no_report_is_rerun(tmp_path: Path) -> None:
+    run_pipeline(_cfg(tmp_path))
+    cfg = _cfg(tmp_path)
+    folder = stage_dir(cfg.store_path, "probe_items", compute_keys(cfg)["probe_items"])
+    (folder / REPORT_FILE).unlink()
+    assert (folder / SUCCESS_FILE).exists()
+    outcomes = run_pipeline(replace(cfg, stages=["probe_items"]))
+    assert _hits(outcomes) == {"probe_items": False} and is_complete(folder)
+
+
+def test_secret_config_values_stay_out_of_keys_and_stage_json(tmp_path: Path) -> None:
+    register(StageSpec("probe_secret", lambda cfg, ctx: None, (), ("teacher", "tracking.uri")))
+    try:
+        old, new = (replace(_cfg(tmp_path), stages=["probe_secret"]) for _ in range(2))
+        old.teacher.llm.extra = {"api_key": "sk-old-111111"}
+        old.tracking.uri = "postgresql://mlflow:Pa55w0rd-old@db:5432/mlflow"
+        new.teacher.llm.extra = {"api_key": "sk-new-222222"}
+        new.tracking.uri = "postgresql://mlflow:Pa55w0rd-new@db:5432/mlflow"
+        assert compute_keys(old) == compute_keys(new)  # rotating a credential reruns nothing
+        (outcome,) = run_pipeline(old)
+        assert _hits(run_pipeline(new)) == {"probe_secret": True}
+        text = (outcome.folder / "stage.json").read_text()
+        assert "sk-old" not in text and "Pa55w0rd" not in text and "api_key" in text
+    finally:
+        unregister("probe_secret")
 
 
 def test_force_of_an_unknown_stage_fails(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ follow the config."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stsc.config import LLMConfig, RootConfig, TopicsConfig, TopicSeed
+from stsc.config import EvalModelConfig, LLMConfig, PolicyConfig, RootConfig, TopicsConfig, TopicSeed
 from stsc.evaluation.mlgym_tasks import MLGYM_TASKS
 from stsc.plan import Assumptions, StagePlan, make_plan, topic_expansion_calls
 from stsc.synth.topics import run_topics
@@ -135,3 +136,53 @@ def test_evaluate_defaults_to_every_task_of_the_suite(tmp_path: Path) -> None:
     cfg = _unit_cfg(tmp_path)
     cfg.eval.suite, cfg.eval.runs_per_task = "mlgym", 3
     assert _stages(cfg)["evaluate"].items == 2 * len(MLGYM_TASKS) * 3 == 78
+
+
+def test_rollout_runs_every_training_task_whatever_the_curate_task_fraction(tmp_path: Path) -> None:
+    cfg = _unit_cfg(tmp_path)
+    cfg.teacher = PolicyConfig(kind="llm", name="t", llm=_priced("openai/teacher"))
+    cfg.split.heldout_fraction, cfg.rollout.per_task = 0.3, 2
+    full = _stages(cfg)
+    cfg.curate.task_fraction = 0.5
+    half = _stages(cfg)
+    # the rollout key ignores curate.task_fraction: the same episodes run either way
+    assert half["rollout"].items == full["rollout"].items > 0
+    assert half["rollout"].calls == full["rollout"].calls > 0
+    assert half["rollout"].usd == pytest.approx(full["rollout"].usd)
+    n_train = full["rollout"].items // 2
+    kept = int(math.ceil(0.5 * n_train) * 2 * Assumptions().kept_fraction)
+    assert half["curate"].items == half["sft"].items == kept < full["curate"].items
+
+
+def _priced(model: str, cost_in: float = 1e-6, cost_out: float = 4e-6) -> LLMConfig:
+    return LLMConfig(model=model, input_cost_per_token=cost_in, output_cost_per_token=cost_out)
+
+
+def test_evaluate_prices_llm_methods_like_the_rollout_teacher(tmp_path: Path) -> None:
+    cfg = _unit_cfg(tmp_path)
+    cfg.eval.suite, cfg.eval.tasks, cfg.eval.runs_per_task, cfg.eval.max_steps = "mlgym", ["blotto"], 4, 50
+    gpt5 = _priced("openai/gpt-5", 1.25e-6, 1e-5)
+    cfg.eval.models = [
+        EvalModelConfig("gpt5", PolicyConfig(kind="llm", name="gpt5", llm=gpt5)),
+        EvalModelConfig("scripted", PolicyConfig(kind="scripted")),
+    ]
+    a = Assumptions()
+    evaluate = _stages(cfg)["evaluate"]
+    assert evaluate.items == 4 * 1 * 4  # gpt5, scripted, base, sft x 1 task x 4 runs
+    calls = int(4 * 50 * a.steps_per_episode_mean)  # only gpt5 calls a model (students: transformers)
+    assert evaluate.calls == calls
+    assert evaluate.prompt_tokens == calls * a.prompt_tokens_per_step
+    assert evaluate.completion_tokens == calls * a.completion_tokens_per_step
+    expected = calls * (a.prompt_tokens_per_step * 1.25e-6 + a.completion_tokens_per_step * 1e-5)
+    assert evaluate.usd == pytest.approx(expected) and expected > 0
+    assert evaluate.model == "openai/gpt-5"
+    # vLLM-served students make calls at no charge
+    cfg.eval.student_backend = "vllm"
+    served = _stages(cfg)["evaluate"]
+    assert served.calls == 3 * calls and served.usd == pytest.approx(expected)
+    # an unpriced model makes the estimate unknown, local methods alone cost nothing
+    cfg.eval.models[0].policy.llm = LLMConfig(model="openai/no-such-model-xyz")
+    assert _stages(cfg)["evaluate"].usd is None
+    cfg.eval.models, cfg.eval.student_backend = [], "transformers"
+    local = _stages(cfg)["evaluate"]
+    assert (local.calls, local.usd) == (0, 0.0)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from stsc.tracking import REDACTED, flatten, looks_secret, redact_mapping
+from stsc.config import TrackingConfig
+from stsc.tracking import (
+    REDACTED,
+    _redact_yaml_text,
+    artifact_location,
+    flatten,
+    looks_secret,
+    redact_mapping,
+    redact_overrides,
+    redact_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,7 +37,17 @@ def test_secret_names_are_recognised(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["content_key", "max_tokens", "api_key_env", "token_env", "prompt_tokens", "monkey"]
+    "name",
+    [
+        "content_key",
+        "max_tokens",
+        "api_key_env",
+        "token_env",
+        "prompt_tokens",
+        "monkey",
+        "input_cost_per_token",
+        "output_cost_per_token",
+    ],
 )
 def test_ordinary_names_are_not_secrets(name: str) -> None:
     assert not looks_secret(name)
@@ -42,3 +64,46 @@ def test_flatten_caps_values_and_joins_keys() -> None:
     assert (
         flat["a.b"] == "1" and flat["a.c"] == "[1, 2]" and len(flat["long"]) == 6000 and flat["empty"] == "{}"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://mlflow:Pa55w0rd@db:5432/mlflow",
+        "http://user:Pa55w0rd@mlflow.internal:5000",
+        "https://u:Pa55w0rd@host/path?x=1",
+    ],
+)
+def test_url_passwords_are_redacted_wherever_config_is_logged(url: str) -> None:
+    cfg = {"tracking": {"uri": url}, "note": f"server at {url}"}
+    flat = flatten(redact_mapping(cfg, secrets=[]))
+    yaml_text = _redact_yaml_text(f"tracking:\n  uri: {url}\n", secrets=[])
+    for text in (*flat.values(), yaml_text, redact_text(f"connecting to {url}", [])):
+        assert "Pa55w0rd" not in text and REDACTED in text
+    host = url.split("@", 1)[1]
+    assert flat["tracking.uri"].endswith(f":{REDACTED}@{host}")  # user and host stay readable
+    assert redact_text("sqlite:///tmp/mlflow.db and http://127.0.0.1:5000", []) == (
+        "sqlite:///tmp/mlflow.db and http://127.0.0.1:5000"
+    )
+
+
+def test_sweep_overrides_redact_secret_config_values() -> None:
+    overrides = [
+        "+teacher.llm.extra.api_key=sk-config-1234567",
+        "hub.token=hf_a,hf_b",
+        "teacher.llm.api_base=http://u:Pa55w0rd@vllm:8000/v1",
+        "sft.learning_rate=1e-4,3e-4",
+    ]
+    text = redact_overrides(overrides, secrets=["sk-config-1234567"])
+    assert "sk-config" not in text and "hf_a" not in text and "Pa55w0rd" not in text
+    assert "+teacher.llm.extra.api_key=" in text and "sft.learning_rate=1e-4,3e-4" in text
+
+
+def test_a_tracking_server_keeps_its_own_artifact_store(tmp_path: Path) -> None:
+    local = (tmp_path / "mlruns" / "artifacts").resolve().as_uri()
+    assert artifact_location(TrackingConfig(), tmp_path) == local  # sqlite under <root>/mlruns
+    assert artifact_location(TrackingConfig(uri=f"file://{tmp_path}/store"), tmp_path) == local
+    assert artifact_location(TrackingConfig(uri="http://mlflow:5000"), tmp_path) is None
+    assert artifact_location(TrackingConfig(uri="https://u:p@mlflow.example.org"), tmp_path) is None
+    s3 = TrackingConfig(uri="http://mlflow:5000", artifact_location="s3://bucket/stsc")
+    assert artifact_location(s3, tmp_path) == "s3://bucket/stsc"

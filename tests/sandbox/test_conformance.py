@@ -104,7 +104,9 @@ def test_the_shell_keeps_directory_exports_and_functions_across_commands(sandbox
     assert shell.run("unset SPLIT; cd ..; exit 4", timeout=30).exit_code == 4
     assert shell.run('pwd; echo "[$SPLIT]"', timeout=30).stdout.splitlines() == [sandbox.workspace, "[]"]
     assert shell.run('mkdir -p "out " && cd "out "', timeout=30).ok  # a name ending in a space
-    assert shell.run("pwd", timeout=30).stdout == f"{sandbox.workspace}/out \n" and shell.cwd.endswith("/out ")
+    assert shell.run("pwd", timeout=30).stdout == f"{sandbox.workspace}/out \n" and shell.cwd.endswith(
+        "/out "
+    )
 
 
 def test_two_shells_do_not_share_state(sandbox):
