@@ -117,6 +117,14 @@ def get_spec(name: str) -> StageSpec:
     return _REGISTRY[name]
 
 
+# What a sandbox lets a command do, hence what a stage running untrusted code may produce (paths,
+# the engine's address and the host user it maps to change no result).
+SANDBOX_LIMITS = tuple(
+    f"sandbox.{k}"
+    for k in ("backend", "memory_mb", "cpus", "pids_limit", "nofile", "cpu_time_s", "output_limit_bytes",
+              "network", "image", "gpus", "python")
+)  # fmt: skip
+
 _PAPER_GRAPH = (
     StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",)),
     StageSpec(
@@ -128,10 +136,18 @@ _PAPER_GRAPH = (
     StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter"), 2),
     StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",), 2),
     StageSpec(
-        "validate", "stsc.synth.validate:run_validate", ("generate",), ("validate", "generator.llm"), 3
+        "validate",
+        "stsc.synth.validate:run_validate",
+        ("generate",),
+        ("validate", "generator.llm", *SANDBOX_LIMITS),
+        3,
     ),
     StageSpec(
-        "rollout", "stsc.rollout:run_rollout", ("validate",), ("teacher", "agent", "rollout", "split"), 2
+        "rollout",
+        "stsc.rollout:run_rollout",
+        ("validate",),
+        ("teacher", "agent", "rollout", "split", *SANDBOX_LIMITS),
+        2,
     ),
     StageSpec(
         "curate",
@@ -144,7 +160,7 @@ _PAPER_GRAPH = (
         "evaluate",
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
-        ("eval", "agent", "split", "student", "teacher"),
+        ("eval", "agent", "split", "student", "teacher", *SANDBOX_LIMITS),
         4,
     ),
     StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 2),

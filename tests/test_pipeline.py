@@ -91,6 +91,17 @@ def test_labels_and_concurrency_do_not_change_keys(tmp_path: Path) -> None:
     assert compute_keys(a) == compute_keys(b)
 
 
+def test_sandbox_limits_change_the_keys_of_stages_that_run_untrusted_code(tmp_path: Path) -> None:
+    a = _cfg(tmp_path)
+    b = _cfg(tmp_path)
+    b.sandbox.memory_mb *= 2  # a task rejected for running out of memory must be validated again
+    keys_a, keys_b = compute_keys(a), compute_keys(b)
+    assert keys_a["generate"] == keys_b["generate"]
+    assert all(keys_a[s] != keys_b[s] for s in ("validate", "rollout", "evaluate"))
+    b.sandbox.memory_mb, b.sandbox.workdir = a.sandbox.memory_mb, str(tmp_path / "elsewhere")
+    assert compute_keys(b) == keys_a  # where sandbox folders live changes no result
+
+
 def test_force_recomputes_the_stage_and_its_descendants(tmp_path: Path) -> None:
     run_pipeline(_cfg(tmp_path))
     outcomes = run_pipeline(replace(_cfg(tmp_path), force=["probe_items"]))
