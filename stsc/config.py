@@ -36,6 +36,7 @@ class LLMConfig:
     output_cost_per_token: float | None = None  # USD
     budget_usd: float | None = None  # hard cap for one stage's calls; None = unlimited
     cache: bool = True  # content-addressed response cache under the store
+    send_seed: bool = False  # policies send the episode seed with every call (vLLM, OpenAI honour it)
     extra: dict[str, Any] = field(default_factory=dict)  # passed to litellm.completion as is
 
 

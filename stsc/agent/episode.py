@@ -110,6 +110,7 @@ class Episode:
         self.trajectory: list[dict[str, Any]] = []
         self.stats = ModelStats()
         self.steps = 0
+        self.truncated = 0  # responses rejected after the model hit its output limit
         self.exit_status = ""
         self.infra_error: BaseException | None = None
         self.prompts: dict[str, str] = {}
@@ -223,9 +224,16 @@ class Episode:
                 return reply.text, parsed
             except ModelOutputError as e:
                 log.debug("%s: rejected response: %s", self.task.task_id, e)
+                error = str(e)
+                if reply.truncated:  # the usual reason a command block is missing or unclosed
+                    self.truncated += 1
+                    error += (
+                        f" Your response was cut off at the output limit ({reply.completion_tokens} "
+                        "tokens) before it ended: write a shorter DISCUSSION and one command."
+                    )
                 retry = [
                     {"role": "assistant", "content": reply.text},
-                    {"role": "user", "content": self._render("format_error", error=str(e))},
+                    {"role": "user", "content": self._render("format_error", error=error)},
                 ]
         raise _Exit("exit_format")
 
@@ -354,6 +362,11 @@ async def run_episode(
         ) from episode.infra_error
     result = _result(episode, policy, agent_cfg, run_dir, seed=seed, label=label, config_key=config_key)
     write_result(run_dir, result)
+    if episode.truncated:
+        log.warning(
+            "%s: %d response(s) were cut at %s's output limit and rejected; raise it "
+            "(llm.max_tokens, eval.student_max_tokens)", task.task_id, episode.truncated, policy.name,
+        )  # fmt: skip
     log.info(
         "%s: %s after %d steps, best %s", task.task_id, result.exit_status, result.steps, result.best_score
     )

@@ -139,17 +139,23 @@ def _copy_datasets(root: Path, src: MLGymTaskSource, task_dir: Path) -> tuple[li
     return paths, summary
 
 
-def submission_artefact(entrypoint: str, workspace: Path, evaluation_path: str) -> str:
-    """The workspace file that must exist before the task can be scored: ``submission.csv`` (CSV),
-    the first ``*.yaml`` of the starter code (Model), ``target.py`` (Python, as MLGym records it)
-    or, where MLGym checks nothing, the evaluation script itself."""
+def submission_artefact(
+    entrypoint: str, workspace: Path, evaluation_path: str, baseline_paths: list[str] | None = None
+) -> str:
+    """The workspace file that must exist before the task can be scored (and that the agent is told
+    it submits): ``submission.csv`` (CSV), the first ``*.yaml`` of the starter code (Model), the
+    Python file the agent edits (Python: the task's baseline path, as ``strategy.py`` of the games,
+    not the opponent in ``target.py``) or, where MLGym checks nothing, the evaluation script."""
     if entrypoint == "CSVSubmissionTasks":
         return "submission.csv"
     if entrypoint == "ModelSubmissionTasks":
         yamls = sorted(p.relative_to(workspace).as_posix() for p in workspace.rglob("*.yaml"))
         return yamls[0] if yamls else "config.yaml"
-    if entrypoint == "PythonSubmissionTasks" and (workspace / "target.py").is_file():
-        return "target.py"
+    if entrypoint == "PythonSubmissionTasks":
+        edited = [p for p in (baseline_paths or []) if p.endswith(".py") and (workspace / p).is_file()]
+        for name in [*edited, "strategy.py"]:
+            if name != evaluation_path and (workspace / name).is_file():
+                return name
     return evaluation_path
 
 
@@ -232,7 +238,9 @@ def _write_task(root: Path, src: MLGymTaskSource, scoring: TaskScoring, task_dir
         "higher_is_better": scoring.higher_is_better,
         "baseline_score": baseline.get(scoring.metric),
         "mlgym_entrypoint": src.entrypoint,
-        "submission_file": submission_artefact(src.entrypoint, workspace, evaluation),
+        "submission_file": submission_artefact(
+            src.entrypoint, workspace, evaluation, list(src.config.get("baseline_paths") or [])
+        ),
         "mlgym_config": src.config_path.resolve().relative_to(root).as_posix(),
         "datasets": dataset_summary,
     }

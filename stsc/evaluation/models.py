@@ -86,6 +86,7 @@ def _student_policy(cfg: RootConfig, name: str, checkpoint: str, api_base: str) 
             model=f"hosted_vllm/{name}", api_base=api_base, api_key_env=None, max_tokens=ev.student_max_tokens,
             concurrency=max(1, ev.concurrency), input_cost_per_token=0.0, output_cost_per_token=0.0,
             cache=False,  # a served name is reused by every checkpoint: cached answers would be stale
+            send_seed=True,  # sampled like the transformers backend: reproducible per episode
         )  # fmt: skip
         return PolicyConfig(kind="llm", name=name, llm=llm)
     return PolicyConfig(

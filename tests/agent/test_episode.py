@@ -234,6 +234,16 @@ def test_a_rejected_request_stops_without_retry_and_a_refusal_ends_the_episode(
     assert (tmp_path / "refused" / "stsc.json").exists()
 
 
+def test_a_response_cut_at_the_output_limit_is_named_as_such(
+    toy_task, sandbox_factory, llm_policy, openai_server, tmp_path
+) -> None:
+    cut = "DISCUSSION\nI will edit the model.\n\n```\nedit 1:3\nimport pandas"  # no end, no fence
+    openai_server.push(Reply(cut, completion_tokens=256, finish_reason="length"), command("submit"))
+    episode(toy_task, llm_policy(), sandbox_factory, tmp_path / "run")
+    retry = openai_server.chat_requests[1].messages[-1]["content"]
+    assert "cut off at the output limit (256 tokens)" in retry
+
+
 def test_the_history_processor_shapes_what_the_model_sees(
     toy_task, sandbox_factory, llm_policy, openai_server, tmp_path
 ) -> None:

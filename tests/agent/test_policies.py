@@ -89,6 +89,27 @@ def test_a_tiny_random_transformers_model_ends_with_a_recorded_status(
     assert (tmp_path / "run" / "stsc.json").exists()
 
 
+def test_the_episode_seed_reaches_a_server_that_samples_with_it(llm_policy, openai_server) -> None:
+    import asyncio
+
+    asyncio.run(llm_policy(send_seed=True).act([{"role": "user", "content": "hi"}], seed=7))
+    asyncio.run(llm_policy().act([{"role": "user", "content": "hi"}], seed=7))
+    first, second = (r.body for r in openai_server.chat_requests)
+    assert first["seed"] == 7 and "seed" not in second  # only where configured (vLLM students)
+
+
+def test_a_student_reply_that_hits_max_new_tokens_says_it_was_cut(tmp_path) -> None:
+    import asyncio
+
+    from stsc.train.students import materialize_student
+
+    folder = materialize_student(StudentConfig(name="tiny", source="tiny"), tmp_path / "students")
+    cfg = PolicyConfig(kind="transformers", name="tiny", model_path=str(folder), max_new_tokens=16)
+    reply = asyncio.run(make_policy(cfg).act([{"role": "user", "content": "hello"}], seed=0))
+    # an untrained model does not produce its end-of-turn token within 16 tokens
+    assert reply.completion_tokens == 16 and reply.truncated
+
+
 def test_student_responses_keep_their_think_markup_and_stop_at_the_end_of_turn(tmp_path) -> None:
     from transformers import AutoTokenizer
 

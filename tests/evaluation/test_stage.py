@@ -258,8 +258,8 @@ def test_the_mlgym_suite_runs_imported_tasks(tmp_path: Path) -> None:
     game_dir = ctx.out_dir / "mlgym_tasks" / "battleOfSexes"
     game = json.loads((runs[f"submit_baseline__battleOfSexes{RUN_SUFFIX}0"] / "stsc.json").read_text())
     artefact = json.loads((game_dir / "meta.json").read_text())["submission_file"]
-    # a game task's artefact is its strategy file, and the runner checks that, not submission.csv
-    assert artefact != "submission.csv" and load_task(game_dir).submission_file == artefact
+    # a game task's artefact is the strategy the agent edits (not the opponent in target.py)
+    assert artefact == "strategy.py" and load_task(game_dir).submission_file == artefact
     assert game["exit_status"] == "submitted" and game["best_score"] == 1.0
     assert [r["model"] for r in ctx.tables["aup"]] == ["submit_baseline", "baseline"]
     assert json.loads((ctx.out_dir / "suite.json").read_text())["suite"] == "mlgym"

@@ -220,7 +220,7 @@ def test_a_game_task_is_scored_by_its_own_evaluator_on_the_agents_strategy(
     suite = mlgym_suite(checkout, ["battleOfSexes"], tmp_path / "tasks")
     task_dir = suite.tasks[0].task_dir
     meta = json.loads((task_dir / "meta.json").read_text())
-    assert meta["mlgym_entrypoint"] == "PythonSubmissionTasks" and meta["submission_file"] == "target.py"
+    assert meta["mlgym_entrypoint"] == "PythonSubmissionTasks" and meta["submission_file"] == "strategy.py"
     with sandboxes.start(task_dir / "workspace", "test-suites") as sandbox:
         code, out, err = score(sandbox, task_dir)
         assert (code, json.loads(out)) == (0, {"Score": 1.0}), err

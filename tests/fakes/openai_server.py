@@ -58,7 +58,8 @@ class Reply:
 
     ``status`` other than 200 sends an OpenAI-style error (``body`` overrides the JSON error
     object; a ``str`` body is sent as is). ``delay_s`` is slept before answering (on top of the
-    server's ``latency_s``). Token counts default to word counts.
+    server's ``latency_s``). Token counts default to word counts. ``finish_reason`` ``"length"``
+    says the answer hit the output limit.
     """
 
     text: str = ""
@@ -68,6 +69,7 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str = "stop"
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,9 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._send_stream(model, reply, usage if include_usage else None)
         else:
-            self._send_json(200, _completion_body(model, reply.text, usage), reply.headers)
+            self._send_json(
+                200, _completion_body(model, reply.text, usage, reply.finish_reason), reply.headers
+            )
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
@@ -353,13 +357,17 @@ def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]]) -> dict[str
     }
 
 
-def _completion_body(model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
+def _completion_body(
+    model: str, text: str, usage: dict[str, int], finish_reason: str = "stop"
+) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+        ],
         "usage": usage,
     }
 

@@ -32,6 +32,7 @@ class PolicyReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    truncated: bool = False  # the model hit its output limit before it ended its answer
 
 
 @runtime_checkable

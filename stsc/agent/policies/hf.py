@@ -106,7 +106,12 @@ class TransformersPolicy:
                 raise LLMError(f"policy {self.name!r}: generation failed: {e}") from e
         new_tokens = output[0, n_prompt:]
         text = response_text(tokenizer, new_tokens)
-        return PolicyReply(text=text, prompt_tokens=n_prompt, completion_tokens=int(new_tokens.shape[-1]))
+        n_new = int(new_tokens.shape[-1])
+        ended = tokenizer.eos_token_id is not None and tokenizer.eos_token_id in new_tokens.tolist()
+        return PolicyReply(
+            text=text, prompt_tokens=n_prompt, completion_tokens=n_new,
+            truncated=n_new >= self.max_new_tokens and not ended,
+        )  # fmt: skip
 
 
 THINK_MARKERS = ("<think>", "</think>")

@@ -8,7 +8,8 @@ from stsc.llm import LLMClient
 
 class LLMPolicy:
     """Sends the messages as they are; the client handles retries, limits, cost and caching.
-    The episode seed salts the response cache so repeated episodes are sampled independently.
+    The episode seed salts the response cache so repeated episodes are sampled independently, and
+    with ``llm.send_seed`` it goes to the server too (reproducible sampling on vLLM).
 
     litellm moves a leading ``<think>`` block of the answer into a separate reasoning field; when
     the completion carries it (``reasoning``), it is put back in front of the text so the episode
@@ -19,7 +20,8 @@ class LLMPolicy:
         self.client = client
 
     async def act(self, messages: list[dict[str, str]], *, seed: int) -> PolicyReply:
-        completion = await self.client.acomplete(messages, cache_salt=f"episode-seed-{seed}")
+        sampling = {"seed": seed} if self.client.cfg.send_seed else {}
+        completion = await self.client.acomplete(messages, cache_salt=f"episode-seed-{seed}", **sampling)
         reasoning = getattr(completion, "reasoning", None)
         text = f"<think>{reasoning}</think>\n{completion.text}" if reasoning else completion.text
         return PolicyReply(
@@ -27,4 +29,5 @@ class LLMPolicy:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             cost_usd=completion.cost_usd,
+            truncated=getattr(completion, "finish_reason", None) == "length",
         )
