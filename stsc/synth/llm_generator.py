@@ -17,9 +17,7 @@ back ``{"files": {...}}`` with the changed files only.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +27,7 @@ from stsc.config import GeneratorConfig
 from stsc.errors import ModelOutputError
 from stsc.sandbox.base import SCORE_SPLIT_ENV
 from stsc.synth.generate import GenerationResult, GenerationSource, SourceDrop
+from stsc.synth.propose import extract_json
 from stsc.synth.task import (
     BUILD,
     PRIVATE_ENV,
@@ -62,7 +61,6 @@ TASK_FILES = {
 RAW_FILE = "raw/data.csv"
 HEAD_ROWS = 5
 MAX_CELL = 200  # characters of one cell shown in the prompt
-_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)\n\s*```", re.DOTALL)
 
 
 class GeneratedTask(BaseModel):
@@ -102,22 +100,9 @@ class GeneratedTask(BaseModel):
         return text
 
 
-def extract_json(text: str) -> Any:
-    """The JSON value of a model answer: a fenced ```json block if present, else the text from the
-    first ``{`` to the last ``}``. Raises ``ModelOutputError``."""
-    fenced = _FENCE.search(text)
-    body = fenced.group(1) if fenced else text[text.find("{") : text.rfind("}") + 1]
-    if not body.strip():
-        raise ModelOutputError(f"expected one JSON object in the answer; got {text[:200]!r}")
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as e:
-        raise ModelOutputError(f"the answer is not valid JSON ({e}); expected one JSON object") from e
-
-
 def parse_generated_task(text: str) -> GeneratedTask:
     """Parse the generation answer; raises ``ModelOutputError`` naming what is wrong."""
-    data = extract_json(text)
+    data = extract_json(text)  # stsc.synth.propose: fences, <think> blocks and stray text aside
     if not isinstance(data, dict):
         raise ModelOutputError(f"expected a JSON object, got {type(data).__name__}")
     try:

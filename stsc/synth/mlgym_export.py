@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from stsc.agent.task import read_yaml
 from stsc.errors import TaskFormatError
 from stsc.synth.library import list_tasks
 from stsc.synth.task import (
@@ -84,13 +85,23 @@ def _task_yaml(task: Task, dataset_files: list[str]) -> dict:
     return data
 
 
-def _dataset_file(name: str, task_id: str, used: set[str]) -> str:
-    stem = name if name not in used else f"{name}-{task_id}"
-    used.add(stem)
-    return f"{stem}.yaml"
+def _dataset_file(name: str, task_id: str, data: dict, folder: Path) -> str:
+    """``<name>.yaml`` unless another task's dataset config holds that name in ``folder`` (an
+    earlier export included), then ``<name>-<task_id>.yaml``. A config is this task's when it
+    points into the task's own data folder or is identical to the one about to be written."""
+    text = dump_yaml(data)
+    for stem in (name, f"{name}-{task_id}"):
+        path = folder / f"{stem}.yaml"
+        if not path.exists():
+            return path.name
+        existing = read_yaml(path, "dataset config")
+        own = str(existing.get("data_path", "")).startswith(f"data/{task_id}/") or existing == data
+        if own or path.read_text(encoding="utf-8") == text:
+            return path.name
+    return f"{name}-{task_id}.yaml"
 
 
-def export_task(task: Task, root: Path, used_names: set[str]) -> list[str]:
+def export_task(task: Task, root: Path) -> list[str]:
     """Write one task into the export tree at ``root``; returns its dataset config file names."""
     dest = root / "data" / task.task_id
     if dest.exists():
@@ -103,11 +114,11 @@ def export_task(task: Task, root: Path, used_names: set[str]) -> list[str]:
     shutil.copytree(task.private, dest / PRIVATE)
     files = []
     for ds in task.datasets:
-        file_name = _dataset_file(ds.name, task.task_id, used_names)
         data = ds.model_dump()
         data["data_path"] = (
             _rebase(ds.data_path, task.task_id) if ds.data_path.startswith(f"{WORKSPACE}/") else ds.data_path
         )
+        file_name = _dataset_file(ds.name, task.task_id, data, root / "configs" / "datasets")
         (root / "configs" / "datasets" / file_name).write_text(dump_yaml(data), encoding="utf-8")
         files.append(file_name)
     (root / "configs" / "tasks" / f"{task.task_id}.yaml").write_text(
@@ -134,11 +145,10 @@ def export_mlgym(library: Path, out: Path, task_ids: list[str] | None = None) ->
     for sub in ("configs/tasks", "configs/datasets", "data"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     report = ExportReport(root=out)
-    used: set[str] = set()
     rows = ["task_id\tmetric\thigher_is_better\tbaseline\tdataset_id\tdataset_revision\tlicense"]
     for task in tasks:
         require_valid(task.path)
-        report.dataset_files += export_task(task, out, used)
+        report.dataset_files += export_task(task, out)
         report.tasks.append(task.task_id)
         m = task.meta
         rows.append(

@@ -64,18 +64,27 @@ class ProposalDraft(BaseModel):
         return [i.strip() for i in ids]
 
 
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
 def extract_json(text: str) -> Any:
-    """The JSON value in a model reply: the whole text, a fenced block, or the outermost ``{...}``.
-    Raises ``ModelOutputError`` when none parses."""
-    candidates = [text.strip(), *(m.strip() for m in _FENCE.findall(text))]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
+    """The JSON value in a model reply, ``<think>`` blocks aside: the whole text, a fenced block, or
+    the first ``{...}`` object that parses wherever it starts (text with braces before or after it,
+    a second object, are ignored). Raises ``ModelOutputError`` when none parses."""
+    text = _THINK.sub("", text)
+    for candidate in [text.strip(), *(m.strip() for m in _FENCE.findall(text))]:
         try:
             return json.loads(candidate)
         except json.JSONDecodeError:
             continue
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
     raise ModelOutputError("the reply holds no valid JSON object")
 
 

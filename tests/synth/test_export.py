@@ -89,6 +89,29 @@ def test_an_export_can_be_restricted_and_refuses_unknown_tasks(template_library,
     assert main(["export-mlgym", str(template_library), str(tmp_path / "x"), "--task", "no-such-task"]) == 2
 
 
+def test_re_exporting_one_task_never_takes_another_tasks_dataset_config(template_library, tmp_path):
+    iris = [t.task_id for t in list_tasks(template_library) if "iris" in t.task_id]
+    assert len(iris) == 2  # two tasks on one table: their dataset configs share a name
+    out = tmp_path / "MLGym"
+
+    def data_paths() -> dict[str, list[str]]:
+        paths = {}
+        for task_id in iris:
+            config = yaml.safe_load((out / "configs" / "tasks" / f"{task_id}.yaml").read_text())
+            paths[task_id] = [
+                yaml.safe_load((out / "configs" / ref).read_text())["data_path"]
+                for ref in config["dataset_configs"]
+            ]
+        return paths
+
+    export_mlgym(template_library, out)
+    first = data_paths()
+    assert all(p == [f"data/{t}/data"] for t, p in first.items())
+    export_mlgym(template_library, out, task_ids=[iris[1]])  # then the other one, alone
+    export_mlgym(template_library, out, task_ids=[iris[0]])
+    assert data_paths() == first
+
+
 def test_the_split_never_shares_a_dataset_and_is_reproducible(tmp_path):
     tasks = [
         SimpleNamespace(task_id=f"{d}-{k}", meta=SimpleNamespace(dataset_id=d))

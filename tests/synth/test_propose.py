@@ -190,3 +190,16 @@ def test_schema_errors_name_the_offending_field() -> None:
         parse_reply(json.dumps(VALID | {"dataset_candidates": ["not a valid id!"]}), ProposalDraft)
     with pytest.raises(ModelOutputError, match="no valid JSON"):
         extract_json("nothing here")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '<think>the classes are {0, 1, 2}; maybe {"x": 1}?</think>\n{"a": 1}',  # inline reasoning
+        'Here it is: {"a": 1}\nThe labels are {0, 1, 2}.',  # a note with braces after it
+        '{"a": 1}\n{"b": 2}',  # a second object
+        'Sure.\n```json\n{"a": 1}\n```',
+    ],
+)
+def test_the_json_object_is_found_around_braces_in_other_text(reply: str) -> None:
+    assert extract_json(reply) == {"a": 1}
