@@ -249,7 +249,8 @@ class PolicyConfig:
     name: str = "scripted"  # label used in run folders and tables
     llm: LLMConfig = field(default_factory=LLMConfig)
     model_path: str | None = None  # transformers policy: checkpoint folder (None = the sft output)
-    max_new_tokens: int = 256  # transformers policy
+    # transformers policy: new tokens per reply; None = eval.student_max_tokens in evaluation, else 256
+    max_new_tokens: int | None = None
     device: str = "auto"  # transformers policy: "auto" (first CUDA device when present) | "cpu" | "cuda:N"
     attempts: int = 3  # scripted policy: model variants tried before submitting
 

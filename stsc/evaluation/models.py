@@ -67,8 +67,13 @@ def eval_agent_config(cfg: RootConfig) -> AgentConfig:
 
 
 def _with_sampling(policy: PolicyConfig, cfg: RootConfig, name: str) -> PolicyConfig:
+    """``policy`` sampled as every method of the pool is (eval.temperature/top_p); a transformers
+    entry without its own reply limit gets the students' (eval.student_max_tokens)."""
     llm = dataclasses.replace(policy.llm, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p)
-    return dataclasses.replace(policy, name=name, llm=llm)
+    tokens = policy.max_new_tokens
+    if policy.kind == "transformers" and tokens is None:
+        tokens = cfg.eval.student_max_tokens
+    return dataclasses.replace(policy, name=name, llm=llm, max_new_tokens=tokens)
 
 
 def vllm_command(checkpoint: str, served_name: str, api_base: str) -> str:

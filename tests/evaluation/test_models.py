@@ -58,6 +58,7 @@ def test_students_run_with_transformers_and_a_checkpointless_entry_means_the_sft
     assert again.policy.model_path == str(tmp_path / "sft" / "model")
     assert base.policy.kind == tuned.policy.kind == "transformers"
     assert (base.model_path, base.policy.max_new_tokens, base.policy.name) == (tmp_path / "base", 99, "base")
+    assert again.policy.max_new_tokens == tuned.policy.max_new_tokens == 99  # one checkpoint, one limit
     assert calls == ["sft", "sft"]
     eval_methods(_cfg(models=[_model("scripted")]), sft_model=sft)
     assert calls == ["sft", "sft"]  # a checkpoint is asked for only when a method runs it

@@ -22,6 +22,7 @@ from stsc.config import PolicyConfig
 from stsc.errors import ConfigError
 
 POLICY_KINDS = ("llm", "scripted", "submit_baseline", "transformers")
+DEFAULT_MAX_NEW_TOKENS = 256  # a transformers policy's reply limit when its config sets none
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def make_policy(
         return TransformersPolicy(
             cfg.name,
             Path(path),
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=cfg.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
             temperature=cfg.llm.temperature,
             top_p=cfg.llm.top_p,
             device=cfg.device,
