@@ -34,8 +34,8 @@ class MissingAPIKeyError(LLMError):
 
 
 class RequestRejectedError(LLMError):
-    """The provider rejects the request itself (bad credentials, unknown model, invalid parameters,
-    no quota left): no retry, of the call or of the episode, can succeed, so the stage stops."""
+    """The provider rejects the caller (bad credentials, no permission, unknown model, no quota
+    left): no retry, of the call or of the episode, can succeed, so the stage stops."""
 
 
 class ContentRefusedError(LLMError):

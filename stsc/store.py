@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from stsc.errors import TaskFormatError
+
 SUCCESS_FILE = "_SUCCESS.json"
 REPORT_FILE = "report.json"
 SCHEMA_VERSION = 1
@@ -111,6 +113,24 @@ def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_yaml(path: Path, what: str = "") -> dict[str, Any]:
+    """The mapping in the yaml file ``path``; ``TaskFormatError`` (naming ``what`` and the path)
+    when it cannot be read, does not parse or holds something else."""
+    import yaml
+
+    name = f"{what} {path}" if what else str(path)
+    try:
+        # the C loader where libyaml is there: task files are read once per episode
+        data = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
+    except (OSError, yaml.YAMLError) as e:
+        raise TaskFormatError(f"cannot read {name}: {e}") from e
+    if not isinstance(data, dict):
+        raise TaskFormatError(f"{name} must hold a mapping, found {type(data).__name__}")
+    return data
 
 
 class JsonlJournal:

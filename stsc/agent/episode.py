@@ -12,7 +12,7 @@ provider failing after its retries) leave a partial run folder without ``stsc.js
 ``EpisodeInfraError`` so the caller can retry. A content-policy refusal (``ContentRefusedError``)
 ends the episode with ``exit_api`` and is not retried. ``BudgetExceededError`` (a stage budget is
 spent), ``ConfigError``, ``MissingAPIKeyError`` and ``RequestRejectedError`` (the provider rejects
-the request itself: bad key, unknown model) propagate unchanged, after the trajectory is saved.
+the caller: bad key, unknown model) propagate unchanged, after the trajectory is saved.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stsc.errors import TaskFormatError
+from stsc.store import read_yaml
 
 SUPPORTED_ENTRYPOINTS = ("CSVSubmissionTasks",)
 SUBMISSION_FILE = "submission.csv"
@@ -59,24 +60,6 @@ class TaskSpec:
     def better(self, a: float, b: float) -> bool:
         """Whether score ``a`` is strictly better than ``b`` in this task's direction."""
         return a > b if self.higher_is_better else a < b
-
-
-def read_yaml(path: Path, what: str = "") -> dict[str, Any]:
-    """The mapping in the yaml file ``path``; ``TaskFormatError`` (naming ``what`` and the path)
-    when it cannot be read, does not parse or holds something else."""
-    import yaml
-
-    name = f"{what} {path}" if what else str(path)
-    try:
-        # the C loader where libyaml is there: task files are read once per episode
-        data = yaml.load(
-            path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )
-    except (OSError, yaml.YAMLError) as e:
-        raise TaskFormatError(f"cannot read {name}: {e}") from e
-    if not isinstance(data, dict):
-        raise TaskFormatError(f"{name} must hold a mapping, found {type(data).__name__}")
-    return data
 
 
 def _dataset_docs(task_dir: Path, paths: list[str]) -> str:

@@ -34,10 +34,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stsc.agent.task import read_yaml
 from stsc.errors import ConfigError, TaskFormatError
 from stsc.evaluation.mlgym_tasks import TaskScoring
-from stsc.store import atomic_write_json, atomic_write_text
+from stsc.store import atomic_write_json, atomic_write_text, read_yaml
 
 log = logging.getLogger(__name__)
 

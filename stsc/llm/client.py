@@ -189,12 +189,12 @@ class LLMClient:
                 raise ContextLimitError(message) from cause
             if failure is Failure.REFUSED:
                 raise ContentRefusedError(message) from cause
-            if failure is Failure.FATAL:
+            if failure is Failure.REJECTED:
                 raise RequestRejectedError(
                     f"{message}. The provider rejects the request itself, so no retry is made: check "
                     "llm.model, llm.api_base, the API key and llm.extra"
                 ) from cause
-            if attempts[0] > self.cfg.max_retries:
+            if failure is Failure.FATAL or attempts[0] > self.cfg.max_retries:
                 tried = f" (after {attempts[0]} attempts)" if attempts[0] > 1 else ""
                 raise LLMError(message + tried) from cause
             delay = self._backoff(attempts[0], error)

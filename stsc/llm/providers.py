@@ -42,7 +42,8 @@ class Failure(Enum):
     RETRY = "retry"  # rate limit, timeout, 5xx, connection error
     CONTEXT = "context"  # the prompt exceeds the context window
     REFUSED = "refused"  # a content-policy refusal of this conversation
-    FATAL = "fatal"  # bad request, authentication, not found, no quota left, ...
+    REJECTED = "rejected"  # the provider refuses the caller: bad key, no permission, unknown model, no quota
+    FATAL = "fatal"  # any other request error (a bad request, ...): not retried, may be this call's own
 
 
 def load_litellm() -> Any:
@@ -154,12 +155,14 @@ def classify_failure(exc: BaseException) -> Failure | None:
     if isinstance(exc, litellm.ContentPolicyViolationError) or _content_refusal(exc):
         return Failure.REFUSED
     if "insufficient_quota" in _error_text(exc) or "exceeded your current quota" in str(exc):
-        return Failure.FATAL  # a 429 that waiting does not cure
+        return Failure.REJECTED  # a 429 that waiting does not cure
     if isinstance(exc, openai.APIConnectionError | litellm.RateLimitError | litellm.InternalServerError):
         return Failure.RETRY  # openai.APIConnectionError covers timeouts
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
         return Failure.RETRY
+    if status in (401, 403, 404):  # the same for every call of this config
+        return Failure.REJECTED
     return Failure.FATAL
 
 

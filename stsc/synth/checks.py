@@ -41,7 +41,7 @@ from stsc.config import ValidateConfig
 from stsc.errors import EvaluationError, TaskFormatError
 from stsc.sandbox.base import SCORE_SPLIT_ENV, ExecResult, Sandbox, SandboxFactory
 from stsc.store import atomic_write_text, read_json
-from stsc.synth.leaks import find_label_leaks
+from stsc.synth.leaks import find_label_leaks, id_key
 from stsc.synth.task import BUILD, META_FILE, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
 from stsc.synth.template import ANSWERS, PUBLIC_IDS, public_count
 
@@ -341,13 +341,13 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
             sample = pd.read_csv(task.path / task.config.sample_submission, dtype=str, keep_default_na=False)
             if id_column not in baseline.columns or id_column not in sample.columns:
                 raise ValueError(f"the id column {id_column!r} of {PUBLIC_IDS} is not in the submissions")
-            listed = {_id_key(v) for v in public[id_column]}
-            chosen = baseline[baseline[id_column].map(_id_key).isin(listed)]
+            listed = {id_key(v) for v in public[id_column]}
+            chosen = baseline[baseline[id_column].map(id_key).isin(listed)]
             if chosen.empty:
                 raise ValueError(
                     f"the baseline's submission.csv has none of the ids in {PRIVATE}/{PUBLIC_IDS}"
                 )
-            mixed = pd.concat([chosen, sample[~sample[id_column].map(_id_key).isin(listed)]])
+            mixed = pd.concat([chosen, sample[~sample[id_column].map(id_key).isin(listed)]])
         except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
             return Failure(Step.PUBLIC_SPLIT, f"cannot build the public-split probe: {e}")
         mixed.to_csv(Path(tmp) / "probe_split.csv", index=False)
@@ -380,16 +380,6 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
                 f"elsewhere scored {metric}={got}, not {want} ({what}); {split} must score only the {rows}",
             )
     return None
-
-
-def _id_key(value: str) -> str:
-    """An id as evaluators compare it: ``7``, ``7.0`` and `` 7`` are one id."""
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:

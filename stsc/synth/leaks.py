@@ -28,6 +28,25 @@ def _normalised(series: pd.Series) -> pd.Series:
     return text.where(numbers.isna(), numbers.map(lambda x: f"{x:.9g}"))
 
 
+def id_key(value: object) -> str:
+    """An id as evaluators compare it, exactly: ``7``, ``7.0`` and `` 7`` are one id, and long
+    ids stay distinct (no float rounding)."""
+    from decimal import Decimal, InvalidOperation
+
+    text = str(value).strip()
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    if not number.is_finite():
+        return text
+    return str(int(number)) if number == number.to_integral_value() else str(number.normalize())
+
+
+def _ids(series: pd.Series) -> pd.Series:
+    return series.map(id_key)
+
+
 RANK_CORRELATION = 0.999
 
 
@@ -73,7 +92,7 @@ def _id_column(frame: pd.DataFrame, key: str, ids: set[str]) -> str | None:
     if key in frame.columns:
         return key
     for column in frame.columns:
-        values = _normalised(frame[column])
+        values = _ids(frame[column])
         if values.is_unique and len(ids & set(values)) >= 0.9 * len(ids):
             return str(column)
     return None
@@ -104,7 +123,7 @@ def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[
         if truth.shape[1] < 2 or len(truth) < min_rows:
             continue
         key, labels = truth.columns[0], list(truth.columns[1:])
-        ids = set(_normalised(truth[key]))
+        ids = set(_ids(truth[key]))
         for path in (p for p in workspace_files if p.suffix == ".csv"):
             try:
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -114,8 +133,8 @@ def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[
             merged = None
             if id_column is not None:
                 renamed = frame.rename(columns={c: f"ws::{c}" for c in frame.columns})
-                renamed["__id"] = _normalised(frame[id_column])
-                merged = truth.assign(__id=_normalised(truth[key])).merge(renamed, on="__id", how="inner")
+                renamed["__id"] = _ids(frame[id_column])
+                merged = truth.assign(__id=_ids(truth[key])).merge(renamed, on="__id", how="inner")
                 if len(merged) < max(min_rows, len(truth) // 2):
                     merged = None
             if merged is not None:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from stsc.agent.task import read_yaml
 from stsc.errors import TaskFormatError
+from stsc.store import read_yaml
 from stsc.synth.library import list_tasks
 from stsc.synth.task import (
     PRIVATE,
@@ -89,14 +89,12 @@ def _dataset_file(name: str, task_id: str, data: dict, folder: Path) -> str:
     """``<name>.yaml`` unless another task's dataset config holds that name in ``folder`` (an
     earlier export included), then ``<name>-<task_id>.yaml``. A config is this task's when it
     points into the task's own data folder or is identical to the one about to be written."""
-    text = dump_yaml(data)
     for stem in (name, f"{name}-{task_id}"):
         path = folder / f"{stem}.yaml"
         if not path.exists():
             return path.name
         existing = read_yaml(path, "dataset config")
-        own = str(existing.get("data_path", "")).startswith(f"data/{task_id}/") or existing == data
-        if own or path.read_text(encoding="utf-8") == text:
+        if str(existing.get("data_path", "")).startswith(f"data/{task_id}/") or existing == data:
             return path.name
     return f"{name}-{task_id}.yaml"
 

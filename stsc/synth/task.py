@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stsc.agent.task import read_yaml
 from stsc.errors import TaskFormatError
+from stsc.store import read_yaml
 
 SCHEMA_VERSION = 1
 TASK_YAML = "task.yaml"

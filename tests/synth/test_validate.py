@@ -141,6 +141,18 @@ def test_the_leak_check_sees_labels_in_another_form(template_library, tmp_path, 
     assert any("notes.csv column 'hint'" in leak for leak in find_label_leaks(workspace, task.private))
 
 
+def test_long_ids_stay_distinct_when_the_leak_check_joins_on_them(tmp_path):
+    private, workspace = tmp_path / "private", tmp_path / "ws"
+    private.mkdir()
+    workspace.mkdir()
+    ids = [1234567890 + i for i in range(40)]  # ten digits: a float format would merge them
+    labels = ["cat", "dog", "bird", "fish"] * 10
+    pd.DataFrame({"id": ids, "label": labels}).to_csv(private / "answers.csv", index=False)
+    shuffled = pd.DataFrame({"id": ids, "hint": labels}).sample(frac=1.0, random_state=0)
+    shuffled.to_csv(workspace / "notes.csv", index=False)
+    assert any("notes.csv column 'hint'" in leak for leak in find_label_leaks(workspace, private))
+
+
 def test_a_rescaled_copy_of_a_regression_label_is_a_leak(template_library, tmp_path):
     task = next(t for t in list_tasks(template_library) if t.meta.task_type == "regression")
     workspace = tmp_path / "ws"
