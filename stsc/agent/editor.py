@@ -115,6 +115,10 @@ class FileEditor:
         problem = self._not_a_file(path)
         if problem:
             raise UsageError(f"{path} {problem}.")
+        return self._fetch(path)
+
+    def _fetch(self, path: str) -> Document:
+        """The sandbox file ``path``, already checked to be a regular file."""
         with tempfile.TemporaryDirectory(prefix="stsc-edit-") as tmp:
             local = Path(tmp) / "file"
             try:
@@ -174,7 +178,7 @@ class FileEditor:
             self.open_file = None
             gone = "no longer exists" if problem == _MISSING else "is no longer a regular file"
             raise UsageError(f"The open file {path} {gone}; open a file again.")
-        return path, self.read(path)
+        return path, self._fetch(path)
 
     @staticmethod
     def _line_number(text: str, usage: str) -> int:
