@@ -272,6 +272,9 @@ class RolloutConfig:
     concurrency: int = 4  # episodes at once
     llm_concurrency: int = 16  # model calls in flight across episodes (replaces teacher.llm.concurrency)
     sandbox_concurrency: int = 4  # sandboxes alive at once
+    # episodes working on the host at once, from a model reply to the next call (a command shorter
+    # than a tenth of a second, the step's record, the next prompt); the rest wait in order. 0 = two per CPU core
+    step_turns: int = 0
     max_infra_retries: int = 3  # retries of an episode after infrastructure failure
     budget_usd: float | None = None  # USD for the whole stage (resumed runs included); None = unlimited
     per_task_budget_usd: float | None = None  # USD per training task; None = unlimited
@@ -577,6 +580,8 @@ def validate(cfg: RootConfig) -> RootConfig:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}={value} must be at least 1")
+    if cfg.rollout.step_turns < 0:
+        raise ConfigError(f"rollout.step_turns={cfg.rollout.step_turns} must be 0 (two per CPU core) or more")
     if cfg.sft.distributed != "none" and cfg.sft.launcher != "accelerate":
         raise ConfigError(
             f"sft.distributed={cfg.sft.distributed!r} needs sft.launcher=accelerate "

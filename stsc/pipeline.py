@@ -41,6 +41,7 @@ KEY_EXCLUDE_NAMES = frozenset(
         "concurrency",
         "llm_concurrency",
         "sandbox_concurrency",
+        "step_turns",
         "api_key_env",
         "token_env",
         "max_retries",

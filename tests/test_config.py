@@ -122,6 +122,12 @@ def test_distributed_training_requires_the_accelerate_launcher() -> None:
         to_root_config(_compose(["sft.distributed=zero3", "sft.launcher=none"]))
 
 
+def test_step_turns_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match=r"rollout\.step_turns=-1"):
+        to_root_config(_compose(["rollout.step_turns=-1"]))
+    assert to_root_config(_compose(["rollout.step_turns=3"])).rollout.step_turns == 3
+
+
 def test_store_defaults_under_the_root(tmp_path: Path) -> None:
     cfg = to_root_config(_compose([f"root={tmp_path}"]))
     assert cfg.store_path == tmp_path / "mlruns" / "store"

@@ -13,8 +13,13 @@ In the same run it then replays exactly the prompts the episodes sent (read back
 same server: no sandbox, no agent, no stsc. That is the ceiling of any framework built on litellm
 on this machine, and its CPU per call is litellm's own share of the stage's CPU per step.
 
+With a fixed latency and a common start the replies come back in bursts of 64. The stage works
+through a burst ``rollout.step_turns`` episodes at a time (default two per core), so the first
+episodes are back with the model early; ``--step-turns 64`` turns that ordering off (every episode
+of a burst progresses at once, and all of them reach the model late).
+
 Targets on 2 cores: fraction >= 0.9, <= 2 ms CPU per step.
-Run: python experiments/benchmarks/rollout_throughput.py [--episodes 64 --latency 0.5 --steps 20]
+Run: python experiments/benchmarks/rollout_throughput.py [--episodes 64 --latency 0.5 --steps 20 --step-turns 0]
 """
 
 from __future__ import annotations
@@ -84,7 +89,12 @@ def config(root: Path, base_url: str, args: argparse.Namespace):
     cfg.teacher = PolicyConfig(kind="llm", name="fake", llm=llm)
     n = args.episodes
     cfg.rollout = RolloutConfig(
-        per_task=n, concurrency=n, llm_concurrency=n, sandbox_concurrency=n, bundles=False
+        per_task=n,
+        concurrency=n,
+        llm_concurrency=n,
+        sandbox_concurrency=n,
+        bundles=False,
+        step_turns=args.step_turns,
     )
     cfg.agent.max_steps = args.steps + 5
     return cfg
@@ -168,6 +178,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model call")
     parser.add_argument("--steps", type=int, default=20, help="steps per episode (the last submits)")
+    parser.add_argument("--step-turns", type=int, default=0, help="rollout.step_turns (0: two per CPU core; "
+                        "--episodes: no ordering)")  # fmt: skip
     parser.add_argument("--profile", type=int, default=0, help="print the N most expensive functions")
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -65,6 +65,9 @@ from stsc.sandbox.base import SandboxFactory
 
 log = logging.getLogger(__name__)
 
+# A command running longer than this gives its episode's turn back (see ``run_episode``).
+QUICK_COMMAND_S = 0.1
+
 
 class _Worker:
     """Runs one episode's blocking sandbox calls in order on a thread of its own, so long training
@@ -103,9 +106,12 @@ class Episode:
         run_dir: Path,
         seed: int,
         worker: _Worker,
+        turns: asyncio.Semaphore | None = None,
     ):
         self.task, self.policy, self.aci, self.cfg = task, policy, aci, cfg
         self.run_dir, self.seed, self.io = run_dir, seed, worker
+        self.turns = turns
+        self._has_turn = False
         self.history: list[dict[str, Any]] = []
         self.trajectory: list[dict[str, Any]] = []
         self.stats = ModelStats()
@@ -183,14 +189,36 @@ class Episode:
         await self.io(self._snapshot)
 
     async def _loop(self) -> None:
-        while True:
-            if self.steps >= self.cfg.max_steps:
-                raise _Exit("max_steps")
-            response, parsed = await self._query()
-            observation = await self.io(self._step, response, parsed)
-            if observation.done:
-                self.exit_status = observation.exit_status or ""
-                return
+        try:
+            while True:
+                if self.steps >= self.cfg.max_steps:
+                    raise _Exit("max_steps")
+                response, parsed = await self._query()
+                # a quick command keeps the turn; a longer one gives it back
+                loop = asyncio.get_running_loop()
+                handback = loop.call_later(QUICK_COMMAND_S, self._end_turn) if self._has_turn else None
+                try:
+                    observation = await self.io(self._step, response, parsed)
+                finally:
+                    if handback is not None:
+                        handback.cancel()
+                if observation.done:
+                    self.exit_status = observation.exit_status or ""
+                    return
+        finally:
+            self._end_turn()
+
+    async def _take_turn(self) -> None:
+        """Wait for this episode's turn (see ``run_episode``); it is held until the next model
+        call, or until the step's command has run for ``QUICK_COMMAND_S``."""
+        if self.turns is not None and not self._has_turn:
+            await self.turns.acquire()
+            self._has_turn = True
+
+    def _end_turn(self) -> None:
+        if self._has_turn:
+            self._has_turn = False
+            self.turns.release()
 
     def _step(self, response: str, parsed: ParsedResponse) -> Observation:
         """Execute the action, record the step and rewrite the snapshot: one trip to the worker.
@@ -238,7 +266,9 @@ class Episode:
         raise _Exit("exit_format")
 
     async def _call(self, messages: list[dict[str, str]]) -> PolicyReply:
+        self._end_turn()
         reply = await self.policy.act(messages, seed=self.seed)
+        await self._take_turn()
         self.stats.add(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
         if 0 < self.cfg.cost_limit_usd < self.stats.task_cost:
             raise _Exit("exit_cost")
@@ -321,8 +351,16 @@ async def run_episode(
     seed: int,
     label: str,
     config_key: str = "",
+    turns: asyncio.Semaphore | None = None,
 ) -> EpisodeResult:
     """Run ``policy`` on the task in ``task_dir`` and write the run folder ``run_dir``.
+
+    ``turns``, shared by concurrent episodes, bounds how many of them work on the host at once:
+    from a model reply to the next model call (parsing, a quick command, the step's record and
+    snapshot, the next prompt); a command still running after ``QUICK_COMMAND_S`` gives the turn
+    back. The others wait in order, so a burst of replies is worked through one episode after
+    another instead of every episode slowly at once (one event loop, one GIL, a few cores): the
+    first replies go back to the model early instead of all of them late.
 
     A run folder that already holds ``stsc.json`` is finished: its result is returned without
     running anything. Raises ``TaskFormatError`` for a malformed task, ``EpisodeInfraError`` when
@@ -345,7 +383,9 @@ async def run_episode(
         raise
     try:
         aci = await worker(AgentComputerInterface, sandbox, task, agent_cfg)
-        episode = Episode(task, policy, aci, agent_cfg, run_dir=run_dir, seed=seed, worker=worker)
+        episode = Episode(
+            task, policy, aci, agent_cfg, run_dir=run_dir, seed=seed, worker=worker, turns=turns
+        )
         await episode.run()
         await worker(aci.close)
     except SandboxError as e:

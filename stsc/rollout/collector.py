@@ -4,7 +4,8 @@
 
 - ``concurrency`` workers take episodes in plan order; an attempt holds one of
   ``sandbox_concurrency`` sandbox slots from start to end (model-call concurrency is the policy's
-  client's own limit);
+  client's own limit); ``step_turns`` of them (default: two per CPU core) work on the host at
+  once between two model calls, the rest wait in order (``run_episode``'s ``turns``);
 - an infrastructure failure (``EpisodeInfraError``: the sandbox died, the provider kept failing)
   moves the partial run folder to ``failed_attempts/`` and retries the episode after a backoff, up
   to ``max_infra_retries`` times, then records ``infra_failed_after_retries``;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import threading
 import weakref
 from collections import deque
@@ -150,6 +152,7 @@ class Collector:
         executor = ThreadPoolExecutor(max_workers=workers + 4, thread_name_prefix="stsc-rollout")
         loop.set_default_executor(executor)
         self._sandboxes = asyncio.Semaphore(max(1, self.cfg.sandbox_concurrency))
+        self._turns = asyncio.Semaphore(self.cfg.step_turns or 2 * (os.cpu_count() or 1))
         queue, outcomes = deque(plans), {}
         ticker = asyncio.create_task(self._tick())
         try:
@@ -229,7 +232,7 @@ class Collector:
         try:
             return await run_episode(
                 plan.task_dir, policy, self.factory, self.agent_cfg, self.folders.run_dir(plan.run_name),
-                seed=plan.seed, label=self.label, config_key=self.config_key,
+                seed=plan.seed, label=self.label, config_key=self.config_key, turns=self._turns,
             )  # fmt: skip
         finally:
             self.progress.episode_stopped(calls)
