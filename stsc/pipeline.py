@@ -1,8 +1,8 @@
 """Stage registry, ordering, content keys, caching and resume.
 
 A stage's output folder is ``<store>/<stage>/<key>/`` where ``key`` hashes the stage's own config
-subtree (minus keys that cannot change results: concurrency, credentials' env-var names, ...) and the
-keys of its upstream stages. Same key -> cache hit, the stage is skipped; changed config -> that stage
+subtree (minus keys that cannot change results: concurrency, credentials' env-var names, ...), the
+sources of the prompt templates it renders and the keys of its upstream stages. Same key -> cache hit, the stage is skipped; changed config -> that stage
 and everything downstream get new keys and rerun, nothing upstream does. A folder is complete once
 ``_SUCCESS.json`` exists; an incomplete one is handed back to its stage, which resumes from the items
 already written. ``force`` drops the marker first, then moves the folder aside and deletes it, so a kill
@@ -68,7 +68,10 @@ class StageSpec:
 
     ``fn`` is a callable or a ``"module:function"`` path imported only when the stage runs;
     ``config`` lists the dotted config keys the stage's key depends on (besides its upstream keys);
-    bump ``version`` when a stage's semantics change so old outputs stop matching.
+    ``prompts`` names the prompt templates the stage renders under a config, as
+    ``(prompts_dir or None, template name)`` pairs: their sources are part of its key, so editing
+    a template reruns the stages that use it; bump ``version`` when a stage's semantics change so
+    old outputs stop matching.
     """
 
     name: str
@@ -76,6 +79,7 @@ class StageSpec:
     after: tuple[str, ...] = ()
     config: tuple[str, ...] = ()
     version: int = 1
+    prompts: Callable[[RootConfig], list[tuple[str | None, str]]] | None = None
 
     def load(self) -> StageFn:
         if callable(self.fn):
@@ -126,22 +130,60 @@ SANDBOX_LIMITS = tuple(
               "network", "image", "gpus", "python")
 )  # fmt: skip
 
+
+def _agent_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
+    agent = cfg.agent
+    names = (
+        agent.system_template,
+        agent.instance_template,
+        agent.next_step_template,
+        agent.format_error_template,
+    )
+    return [(agent.prompts_dir, name) for name in names]
+
+
+def _topics_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
+    return [(None, cfg.topics.prompt)] if cfg.topics.expand_with_llm else []
+
+
+def _propose_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
+    return [(None, cfg.propose.prompt)] if cfg.propose.kind == "llm" else []
+
+
+def _generate_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
+    gen = cfg.generator
+    return [(None, gen.prompt), (None, gen.fix_prompt)] if gen.kind == "llm" else []
+
+
+def _validate_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
+    return [(None, cfg.generator.fix_prompt)] if cfg.generator.kind == "llm" else []
+
+
 _PAPER_GRAPH = (
-    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",)),
+    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",), prompts=_topics_prompts),
     StageSpec(
         "propose",
         "stsc.synth.propose:run_propose",
         ("topics",),
         ("propose", "hub.kind", "hub.catalog_sources"),
+        prompts=_propose_prompts,
     ),
     StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter"), 2),
-    StageSpec("generate", "stsc.synth.generate:run_generate", ("verify", "propose"), ("generator",), 2),
+    StageSpec(
+        "generate",
+        "stsc.synth.generate:run_generate",
+        ("verify", "propose"),
+        ("generator",),
+        2,
+        prompts=_generate_prompts,
+    ),
     StageSpec(
         "validate",
         "stsc.synth.validate:run_validate",
         ("generate",),
         ("validate", "generator.llm", *SANDBOX_LIMITS),
         3,
+        prompts=_validate_prompts,
     ),
     StageSpec(
         "rollout",
@@ -149,6 +191,7 @@ _PAPER_GRAPH = (
         ("validate",),
         ("teacher", "agent", "rollout", "split", *SANDBOX_LIMITS),
         2,
+        prompts=_agent_prompts,
     ),
     StageSpec(
         "curate",
@@ -163,6 +206,7 @@ _PAPER_GRAPH = (
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher", *SANDBOX_LIMITS),
         5,
+        prompts=_agent_prompts,
     ),
     StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 2),
 )
@@ -202,6 +246,16 @@ def stage_config(cfg: RootConfig, spec: StageSpec) -> dict[str, Any]:
     return subtree
 
 
+def stage_prompts(cfg: RootConfig, spec: StageSpec) -> dict[str, str]:
+    """sha256 of the source of each prompt template the stage renders (``StageSpec.prompts``),
+    by name. Raises PromptError for a missing template."""
+    if spec.prompts is None:
+        return {}
+    from stsc.prompts import source_digest
+
+    return {name: source_digest(name, folder) for folder, name in spec.prompts(cfg)}
+
+
 def compute_keys(cfg: RootConfig) -> dict[str, str]:
     """Content key of every registered stage, in graph order."""
     keys: dict[str, str] = {}
@@ -212,6 +266,9 @@ def compute_keys(cfg: RootConfig) -> dict[str, str]:
             "config": stage_config(cfg, spec),
             "upstream": {up: keys[up] for up in spec.after},
         }
+        prompts = stage_prompts(cfg, spec)
+        if prompts:
+            payload["prompts"] = prompts
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         keys[name] = hashlib.sha256(blob).hexdigest()[:12]
     return keys
@@ -345,6 +402,7 @@ def _run_one(cfg: RootConfig, name: str, keys: dict[str, str], store: Path, trac
                 "stage": name,
                 "key": key,
                 "config": stage_config(cfg, spec),
+                "prompts": stage_prompts(cfg, spec),
                 "upstream": {u: keys[u] for u in spec.after},
             },
         )

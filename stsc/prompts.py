@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import stsc
 from stsc.errors import PromptError
 
 TEMPLATE_SUFFIX = ".j2"
+# The templates a template pulls in by name: {% include "x.j2" %}, extends, import, from ... import.
+_REFERENCE = re.compile(r"""\{%-?\s*(?:include|extends|import|from)\s+["']([^"']+)["']""")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,31 @@ def render(name: str, /, prompts_dir: Path | None = None, **variables: Any) -> R
             f"(variables passed: {passed})"
         ) from exc
     return RenderedPrompt(name=name, text=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def source_digest(name: str, prompts_dir: Path | str | None = None) -> str:
+    """sha256 of the source of template ``name`` and of every template it includes, extends or
+    imports (recursively): it changes exactly when an edit changes what the template renders.
+    Raises PromptError for a missing template (the message lists the available ones)."""
+    root = _resolved(str(prompts_dir)) if prompts_dir is not None else default_prompts_dir()
+    digest, seen, todo = hashlib.sha256(), set(), [name]
+    while todo:
+        current = todo.pop(0).removesuffix(TEMPLATE_SUFFIX)
+        if current in seen:
+            continue
+        seen.add(current)
+        path = root / f"{current}{TEMPLATE_SUFFIX}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            choices = ", ".join(available(root)) or "none"
+            wanted = f"{current!r}" if current == name else f"{current!r} (used by {name!r})"
+            raise PromptError(
+                f"no prompt template {wanted} ({path}); available in {root}: {choices}"
+            ) from None
+        digest.update(f"{current}\0{text}\0".encode())
+        todo.extend(_REFERENCE.findall(text))
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=32)

@@ -102,6 +102,64 @@ def test_sandbox_limits_change_the_keys_of_stages_that_run_untrusted_code(tmp_pa
     assert compute_keys(b) == keys_a  # where sandbox folders live changes no result
 
 
+def _prompts_copy(tmp_path: Path) -> Path:
+    from stsc.prompts import default_prompts_dir
+
+    folder = tmp_path / "prompts"
+    shutil.copytree(default_prompts_dir(), folder)
+    return folder
+
+
+def test_editing_the_agent_prompts_reruns_the_stages_that_render_them(tmp_path: Path) -> None:
+    a = _cfg(tmp_path)
+    a.agent.prompts_dir = str(_prompts_copy(tmp_path))
+    keys_a = compute_keys(a)
+    assert keys_a == compute_keys(a)
+    system = Path(a.agent.prompts_dir) / "agent_system.j2"
+    system.write_text(system.read_text() + "Think before every command.\n")
+    keys_b = compute_keys(a)
+    assert all(keys_a[s] == keys_b[s] for s in ("topics", "propose", "verify", "generate", "validate"))
+    assert all(keys_a[s] != keys_b[s] for s in ("rollout", "curate", "sft", "evaluate", "report"))
+    # the default folder's own copy is what a config without prompts_dir uses: unchanged
+    assert compute_keys(_cfg(tmp_path)) == compute_keys(_cfg(tmp_path))
+
+
+def test_an_included_template_is_part_of_the_key_of_the_stages_using_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stsc import prompts
+
+    folder = _prompts_copy(tmp_path)
+    monkeypatch.setattr(prompts, "default_prompts_dir", lambda: folder)
+    llm = _cfg(tmp_path)
+    llm.generator.kind = "llm"
+    template = _cfg(tmp_path)
+    before_llm, before_template = compute_keys(llm), compute_keys(template)
+    contract = folder / "task_contract.j2"  # included by generate_task.j2 and fix_task.j2
+    contract.write_text(contract.read_text() + "Write a docstring in every file.\n")
+    after_llm, after_template = compute_keys(llm), compute_keys(template)
+    assert after_llm["verify"] == before_llm["verify"]
+    assert after_llm["generate"] != before_llm["generate"] and after_llm["rollout"] != before_llm["rollout"]
+    # the template generator renders no prompt: nothing to redo
+    assert after_template == before_template
+
+
+def test_a_missing_prompt_template_fails_before_any_stage_runs(tmp_path: Path) -> None:
+    from stsc.errors import PromptError
+
+    cfg = _cfg(tmp_path)
+    cfg.agent.system_template = "agent_sytem"
+    with pytest.raises(PromptError, match=r"no prompt template 'agent_sytem'.*agent_system"):
+        compute_keys(cfg)
+    with pytest.raises(PromptError, match="agent_sytem"):
+        run_pipeline(cfg)
+    probes = cfg.store_path / "probe_items"
+    assert not probes.exists()
+    cfg.agent.system_template = "agent_system"
+    run_pipeline(cfg)
+    assert is_complete(stage_dir(cfg.store_path, "probe_items", compute_keys(cfg)["probe_items"]))
+
+
 def test_force_recomputes_the_stage_and_its_descendants(tmp_path: Path) -> None:
     run_pipeline(_cfg(tmp_path))
     outcomes = run_pipeline(replace(_cfg(tmp_path), force=["probe_items"]))
