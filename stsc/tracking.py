@@ -421,3 +421,84 @@ class MlflowSweepCallback:
     def on_job_start(self, config: Any, **_: Any) -> None: ...
     def on_job_end(self, config: Any, job_return: Any, **_: Any) -> None: ...
     def on_compose_config(self, config: Any, **_: Any) -> None: ...
+
+
+# Hydra's basic launcher prints each sweep job's overrides ("\t#0 : key=value ...") on this logger.
+_LAUNCHER_LOGGER = "hydra._internal.core_plugins.basic_launcher"
+
+
+class _OverrideLineFilter(logging.Filter):
+    """Redacts the overrides of the launcher's '#N : key=value ...' lines (secret-named keys and
+    secret values); installed before the root handlers' ``RedactingFilter`` exists."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        head, sep, overrides = record.getMessage().rpartition(" : ")
+        if sep:
+            record.msg, record.args = head + sep + redact_overrides(overrides.split(" "), self.secrets), None
+        return True
+
+
+class SecretRedactionCallback:
+    """Hydra callback keeping secret config values (``+teacher.llm.extra.api_key=...`` given on the
+    command line, environment secrets) out of what Hydra itself writes: the sweep launcher's
+    console lines, a failed job's overrides on stderr and each job's
+    ``.hydra/{config,hydra,overrides}.yaml``, which are rewritten redacted before the job runs."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def on_multirun_start(self, config: Any, **_: Any) -> None:
+        logging.getLogger(_LAUNCHER_LOGGER).addFilter(_OverrideLineFilter(_secrets_of(config)))
+
+    def on_job_start(self, config: Any, **_: Any) -> None:
+        secrets = _secrets_of(config)
+        subdir = config.hydra.output_subdir
+        if subdir is not None:
+            folder = Path(str(config.hydra.runtime.output_dir)) / str(subdir)
+            for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+                _redact_yaml_file(folder / name, secrets)
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:  # the sweeper's copy, written before any job
+            _redact_yaml_file(Path(str(config.hydra.sweep.dir)) / "multirun.yaml", secrets)
+
+    # Hydra calls these too; nothing to do.
+    def on_run_start(self, config: Any, **_: Any) -> None: ...
+    def on_run_end(self, config: Any, **_: Any) -> None: ...
+    def on_multirun_end(self, config: Any, **_: Any) -> None: ...
+
+    def on_job_end(self, config: Any, job_return: Any = None, **_: Any) -> None:
+        """Hydra prints a failed job's overrides ('Error executing job with overrides: [...]')."""
+        if job_return is not None and job_return.overrides:
+            secrets = _secrets_of(config)
+            job_return.overrides = [redact_overrides([o], secrets) for o in job_return.overrides]
+
+
+def _redact_yaml_file(path: Path, secrets: list[str]) -> None:
+    """Rewrite a yaml file of Hydra's with secret-named keys, secret values and secret overrides
+    (``key=value`` items) redacted; a missing file is left alone."""
+    import yaml
+
+    if not path.is_file():
+        return
+    data = yaml.safe_load(path.read_text())
+    clean = data
+    if isinstance(data, list):  # overrides.yaml
+        clean = [redact_overrides([o], secrets) if isinstance(o, str) else o for o in data]
+    clean = redact_mapping(clean, secrets)
+    if clean != data:
+        from stsc.store import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False, allow_unicode=True))
+
+
+def _secrets_of(config: Any) -> list[str]:
+    """Secret values of the environment and of ``config`` (a DictConfig), longest first."""
+    from omegaconf import OmegaConf
+
+    found = config_secret_values(OmegaConf.to_container(config, resolve=False))
+    return sorted(set(secret_env_values()) | set(found), key=len, reverse=True)

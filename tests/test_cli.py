@@ -139,6 +139,19 @@ def test_a_sweep_with_a_failing_job_ends_its_sweep_run_failed_and_logs_no_secret
     text = _every_text(tmp_path, client, runs)
     assert FAKE_CONFIG_SECRET not in text and url_password not in text
     assert "http://user:***REDACTED***@vllm.internal:8000/v1" in text  # the URL stays readable
+    # nor on the console (Hydra's launcher prints each job's overrides) or in any file on disk
+    # (Hydra writes each job's config and overrides under .hydra/)
+    console = proc.stdout + proc.stderr
+    assert "#1 : seed=13" in console and "+teacher.llm.extra.api_key=***REDACTED***" in console
+    assert FAKE_CONFIG_SECRET not in console and url_password not in console
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.parts[-2:] == (".hydra", "overrides.yaml") for p in files)
+    leaks = [
+        p
+        for p in files
+        if FAKE_CONFIG_SECRET.encode() in p.read_bytes() or url_password.encode() in p.read_bytes()
+    ]
+    assert not leaks
 
 
 def test_the_printed_summary_hides_the_tracking_servers_password(capsys: pytest.CaptureFixture) -> None:
