@@ -38,17 +38,21 @@ def load_plugins(modules: list[str]) -> None:
         importlib.import_module(name)
 
 
-def _parent_run_id() -> str | None:
-    """The sweep run id when this job is part of a ``-m`` sweep."""
+def _sweep_dir() -> Path | None:
+    """The sweep's folder when this job is part of a ``-m`` sweep."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def _parent_run_id() -> str | None:
+    """The sweep run id when this job is part of a ``-m`` sweep."""
     from stsc.tracking import read_sweep_run_id
 
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return read_sweep_run_id(Path(hc.sweep.dir))
+    sweep_dir = _sweep_dir()
+    return read_sweep_run_id(sweep_dir) if sweep_dir is not None else None
 
 
 def _job(dict_cfg: Any) -> None:
@@ -92,7 +96,7 @@ def _run(cfg: Any, resolved_yaml: str, output_dir: Path, secrets: list[str]) -> 
         tracker.log_config_files({"resolved_config.yaml": resolved_yaml, **_hydra_files(output_dir)})
     status = "FAILED"
     try:
-        outcomes = run_pipeline(cfg, tracker)
+        outcomes = run_pipeline(cfg, tracker, sweep_dir=_sweep_dir())
         status = "FINISHED"
     except StscError as e:
         log.error("%s", e)

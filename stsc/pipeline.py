@@ -6,7 +6,8 @@ sources of the prompt templates it renders and the keys of its upstream stages. 
 and everything downstream get new keys and rerun, nothing upstream does. A folder is complete once
 ``_SUCCESS.json`` exists; an incomplete one is handed back to its stage, which resumes from the items
 already written. ``force`` drops the marker first, then moves the folder aside and deletes it, so a kill
-mid-delete never leaves a truncated folder that looks complete. Secret-named config values (API keys,
+mid-delete never leaves a truncated folder that looks complete; in a ``-m`` sweep it recomputes each
+stage key once, not once per job. Secret-named config values (API keys,
 tokens, URL passwords) enter keys and ``stage.json`` only as a placeholder.
 """
 
@@ -58,6 +59,8 @@ KEY_EXCLUDE_NAMES = frozenset(
         "max_infra_retries",
     }
 )
+# Under a sweep's folder: one empty file per stage key a job of the sweep has forced.
+FORCED_DIR = ".stsc-forced"
 # What a secret-named config value (``teacher.llm.extra.api_key``) contributes to keys and stage.json.
 SECRET_PLACEHOLDER = "<secret>"
 
@@ -340,9 +343,11 @@ class StageOutcome:
     report: StageReport
 
 
-def run_pipeline(cfg: RootConfig, tracker: Any = None) -> list[StageOutcome]:
+def run_pipeline(cfg: RootConfig, tracker: Any = None, sweep_dir: Path | None = None) -> list[StageOutcome]:
     """Run the selected stages in order, skipping cache hits. ``tracker`` is a
-    ``stsc.tracking.JobTracker`` (or None); each stage gets a nested run."""
+    ``stsc.tracking.JobTracker`` (or None); each stage gets a nested run. ``sweep_dir``, for the
+    jobs of one ``-m`` sweep, makes ``force`` recompute each stage key once per sweep: the first
+    job to force a key leaves a marker there, later jobs sharing the key reuse its result."""
     selected = select_stages(list(cfg.stages))
     unknown_force = [s for s in cfg.force if s not in _REGISTRY]
     if unknown_force:
@@ -356,10 +361,20 @@ def run_pipeline(cfg: RootConfig, tracker: Any = None) -> list[StageOutcome]:
     trash: list[Path] = []
     for name in reversed([s for s in registered() if s in forced]):
         folder = stage_dir(store, name, keys[name])
-        if folder.exists():
-            with _stage_lock(folder):
+        marker = sweep_dir / FORCED_DIR / f"{name}-{keys[name]}" if sweep_dir is not None else None
+        if not folder.exists() and marker is None:
+            continue
+        with _stage_lock(folder):
+            if marker is not None and marker.exists():
+                log.info("stage %s: force=%s, key %s already recomputed in this sweep",
+                         name, list(cfg.force), keys[name])  # fmt: skip
+                continue
+            if folder.exists():
                 log.info("stage %s: force=%s, recomputing key %s", name, list(cfg.force), keys[name])
                 trash += _move_aside(folder)
+            if marker is not None:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
     for path in trash:
         shutil.rmtree(path, ignore_errors=True)
     outcomes: list[StageOutcome] = []

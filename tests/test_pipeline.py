@@ -168,6 +168,27 @@ def test_force_recomputes_the_stage_and_its_descendants(tmp_path: Path) -> None:
     assert _hits(outcomes) == {"probe_items": True, "probe_sum": False}
 
 
+def test_in_a_sweep_force_recomputes_each_stage_key_once(tmp_path: Path) -> None:
+    run_pipeline(_cfg(tmp_path))
+    run_pipeline(_cfg(tmp_path, per_task=3))  # a probe_sum made before the sweep, from the old items
+    sweep = tmp_path / "sweep"
+
+    def job(per_task: int) -> dict[str, bool]:
+        return _hits(
+            run_pipeline(replace(_cfg(tmp_path, per_task=per_task), force=["probe_items"]), sweep_dir=sweep)
+        )
+
+    assert job(1) == {"probe_items": False, "probe_sum": False}
+    # the next jobs share probe_items' key: recomputed by the first job, reused
+    assert job(1) == {"probe_items": True, "probe_sum": True}
+    # a descendant key this sweep has not forced yet is still recomputed (it predates the new items)
+    assert job(3) == {"probe_items": True, "probe_sum": False}
+    assert job(3) == {"probe_items": True, "probe_sum": True}
+    # outside the sweep force recomputes every time, as before
+    outcomes = run_pipeline(replace(_cfg(tmp_path), force=["probe_items"]))
+    assert _hits(outcomes) == {"probe_items": False, "probe_sum": False}
+
+
 def test_force_invalidates_unselected_descendants_too(tmp_path: Path) -> None:
     run_pipeline(_cfg(tmp_path))
     cfg = _cfg(tmp_path)
