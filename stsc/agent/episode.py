@@ -194,14 +194,7 @@ class Episode:
                 if self.steps >= self.cfg.max_steps:
                     raise _Exit("max_steps")
                 response, parsed = await self._query()
-                # a quick command keeps the turn; a longer one gives it back
-                loop = asyncio.get_running_loop()
-                handback = loop.call_later(QUICK_COMMAND_S, self._end_turn) if self._has_turn else None
-                try:
-                    observation = await self.io(self._step, response, parsed)
-                finally:
-                    if handback is not None:
-                        handback.cancel()
+                observation = await self._execute_step(response, parsed)
                 if observation.done:
                     self.exit_status = observation.exit_status or ""
                     return
@@ -220,13 +213,29 @@ class Episode:
             self._has_turn = False
             self.turns.release()
 
+    async def _execute_step(self, response: str, parsed: ParsedResponse) -> Observation:
+        """Run ``_step`` on the worker. A command still running after ``QUICK_COMMAND_S`` gives
+        the episode's turn back and gets the spend of this step's model calls written to the
+        .traj: it can run for hours, and a stage killed meanwhile counts what the .traj says was
+        spent. (A quick command's step writes it with the step, once.)"""
+        spend_write: asyncio.Future[None] | None = None
+
+        def long_command() -> None:
+            nonlocal spend_write
+            self._end_turn()
+            if self.stats.total_cost != self._cost_on_disk:
+                spend_write = asyncio.ensure_future(asyncio.to_thread(self._snapshot))
+
+        timer = asyncio.get_running_loop().call_later(QUICK_COMMAND_S, long_command)
+        try:
+            return await self.io(self._step, response, parsed)
+        finally:
+            timer.cancel()
+            if spend_write is not None:
+                await spend_write
+
     def _step(self, response: str, parsed: ParsedResponse) -> Observation:
-        """Execute the action, record the step and rewrite the snapshot: one trip to the worker.
-        Spend not on disk yet (this step's model calls) is written first: a command can run for
-        hours, and a stage killed meanwhile counts what the .traj says was spent."""
-        with self._save_lock:
-            if not self._final_saved and self.stats.total_cost != self._cost_on_disk:
-                self._write(final=False)
+        """Execute the action, record the step and rewrite the snapshot: one trip to the worker."""
         started = time.monotonic()
         observation = self.aci.execute(parsed.action)
         state = self.aci.state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -285,8 +286,8 @@ class _SpendProbe:
     """Local sandboxes whose shell reads the run folder's spend (``.traj`` model_stats) before
     running each command."""
 
-    def __init__(self, inner, run_dir: Path):
-        self.inner, self.run_dir = inner, run_dir
+    def __init__(self, inner, run_dir: Path, wait_s: dict[str, float]):
+        self.inner, self.run_dir, self.wait_s = inner, run_dir, wait_s
         self.spend_seen: list[float] = []
 
     def start(self, workspace: Path, label: str):
@@ -298,6 +299,7 @@ class _SpendProbe:
             run = session.run
 
             def probed(command: str, timeout: float):
+                time.sleep(self.wait_s.get(command, 0.0))  # as long into the command
                 self.spend_seen.append(read_traj(self.run_dir)["info"]["model_stats"]["total_cost"])
                 return run(command, timeout)
 
@@ -320,12 +322,18 @@ class _PricedPolicy:
         return PolicyReply(command(plan[self.calls - 1]), 10, 10, 0.25)
 
 
-def test_a_steps_spend_is_on_disk_before_its_command_runs(toy_task, sandbox_factory, tmp_path) -> None:
-    probe = _SpendProbe(sandbox_factory, tmp_path / "run")
+def test_a_long_commands_step_has_its_spend_on_disk_while_it_runs(
+    toy_task, sandbox_factory, tmp_path
+) -> None:
+    from stsc.agent.episode import QUICK_COMMAND_S
+
+    probe = _SpendProbe(sandbox_factory, tmp_path / "run", wait_s={"echo two": 5 * QUICK_COMMAND_S})
     result = episode(toy_task, _PricedPolicy(), probe, tmp_path / "run")
     assert result.exit_status == "submitted"
-    # a stage killed during a long command restores this spend into its budget ledger
-    assert probe.spend_seen[:2] == [0.25, 0.5]
+    # A command's step is written once, with the step (its spend was not on disk as it started);
+    # a long one's spend is on disk while it runs: a stage killed meanwhile restores it
+    # into its budget ledger.
+    assert probe.spend_seen[:2] == [0.0, 0.5]
 
 
 def test_the_traj_on_disk_follows_every_step(toy_task, sandbox_factory, tmp_path) -> None:
