@@ -177,6 +177,7 @@ class SandboxConfig:
     cpus: float = 1.0  # docker: CPU quota; both: thread count of BLAS/OpenMP inside (OMP_NUM_THREADS)
     pids_limit: int = 256  # docker: pids cgroup; local: RLIMIT_NPROC above the sandbox user's count
     nofile: int = 1024  # open files per process (RLIMIT_NOFILE)
+    max_file_mb: int | None = 32768  # largest file a command may write (RLIMIT_FSIZE), MiB; None = no limit
     cpu_time_s: int | None = None  # local backend: RLIMIT_CPU per command, s; None = no limit
     output_limit_bytes: int = 1_000_000  # per stream per command; the rest is discarded
     network: bool = False  # tasks that must reach the Hub can enable it

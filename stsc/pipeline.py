@@ -129,8 +129,8 @@ def get_spec(name: str) -> StageSpec:
 # the engine's address and the host user it maps to change no result).
 SANDBOX_LIMITS = tuple(
     f"sandbox.{k}"
-    for k in ("backend", "memory_mb", "cpus", "pids_limit", "nofile", "cpu_time_s", "output_limit_bytes",
-              "network", "image", "gpus", "python")
+    for k in ("backend", "memory_mb", "cpus", "pids_limit", "nofile", "max_file_mb", "cpu_time_s",
+              "output_limit_bytes", "network", "image", "gpus", "python")
 )  # fmt: skip
 
 

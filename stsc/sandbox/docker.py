@@ -2,7 +2,7 @@
 ``python -m stsc.sandbox.image`` (no registry involved).
 
 Every container runs with ``network_mode=none`` (``network: true`` gives the default bridge), the
-memory (no swap), CPU and pids limits of the config, ``cfg.user`` (non-root), ``cap_drop=ALL``,
+memory (no swap), CPU, pids, open-file and file-size limits of the config, ``cfg.user`` (non-root), ``cap_drop=ALL``,
 ``no-new-privileges``, a read-only root file system, an init process that reaps orphans, and GPUs
 only when ``gpus`` is set. The sandbox's home (holding the workspace) and /tmp are host folders
 mounted read-write, so file copies never go through the engine (which must therefore run on
@@ -141,6 +141,17 @@ def gpu_requests(gpus: str | None) -> list[Any] | None:
     return [DeviceRequest(device_ids=[g.strip() for g in gpus.split(",")], capabilities=[["gpu"]])]
 
 
+def ulimits(cfg: SandboxConfig) -> list[Any]:
+    """The container's rlimits: open files, and the largest file a command may write (bytes)."""
+    from docker.types import Ulimit
+
+    limits = [Ulimit(name="nofile", soft=cfg.nofile, hard=cfg.nofile)]
+    if cfg.max_file_mb is not None:
+        size = cfg.max_file_mb * 1024 * 1024
+        limits.append(Ulimit(name="fsize", soft=size, hard=size))
+    return limits
+
+
 # --------------------------------------------------------------------------------------------------
 # Sandbox and factory
 
@@ -201,7 +212,7 @@ class DockerSandbox(HostBoundSandbox):
                 nano_cpus=int(cfg.cpus * 1e9),
                 pids_limit=cfg.pids_limit,
                 shm_size=f"{max(64, cfg.memory_mb // 4)}m",
-                ulimits=[docker.types.Ulimit(name="nofile", soft=cfg.nofile, hard=cfg.nofile)],
+                ulimits=ulimits(cfg),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 read_only=True,

@@ -246,6 +246,8 @@ def rlimit_prologue(cfg: SandboxConfig, uid: int) -> str:
         wanted["-v"] = (resource.RLIMIT_AS, cfg.memory_mb * 1024, 1024)
     if cfg.cpu_time_s:
         wanted["-t"] = (resource.RLIMIT_CPU, cfg.cpu_time_s, 1)
+    if cfg.max_file_mb is not None:
+        wanted["-f"] = (resource.RLIMIT_FSIZE, cfg.max_file_mb * 1024, 1024)  # bash counts 1 KiB blocks
     parts = []
     for flag, (kind, value, unit) in wanted.items():
         hard = resource.getrlimit(kind)[1]

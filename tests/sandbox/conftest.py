@@ -61,6 +61,7 @@ def base_config(backend: str, workdir: Path) -> SandboxConfig:
         memory_mb=512,
         cpus=1.0,
         pids_limit=64,
+        max_file_mb=8,
         output_limit_bytes=100_000,
         isolation="bwrap" if shutil.which("bwrap") else "none",
         env_allowlist=["PATH", "LANG", "TZ", "STSC_TEST_*", "MY_SERVICE_TOKEN"],

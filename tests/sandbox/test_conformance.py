@@ -370,3 +370,13 @@ def test_allocating_beyond_the_memory_limit_kills_only_the_command(sandbox, cfg)
 
 def test_each_command_gets_the_open_files_limit(sandbox, cfg):
     assert sandbox.exec("ulimit -n", timeout=30).stdout.strip() == str(cfg.nofile)
+
+
+def test_no_command_writes_a_file_beyond_the_size_limit(sandbox, cfg):
+    assert sandbox.exec("ulimit -f", timeout=30).stdout.strip() == str(cfg.max_file_mb * 1024)
+    limit = cfg.max_file_mb * 1024 * 1024
+    big = sandbox.exec(f"head -c {2 * limit} /dev/zero > big.bin; echo $?; stat -c %s big.bin", timeout=60)
+    status, size = big.stdout.split()
+    assert status != "0" and int(size) == limit  # cut at the limit (SIGXFSZ), not the whole disk
+    ok = sandbox.exec(f"head -c {limit // 2} /dev/zero > half.bin && stat -c %s half.bin", timeout=60)
+    assert ok.stdout.strip() == str(limit // 2), ok.stderr
