@@ -156,6 +156,12 @@ def check_config(cfg: RootConfig) -> None:
         )
     if c.concurrency < 0:
         raise ConfigError(f"curate.concurrency={c.concurrency} must be 0 (one process per CPU) or more")
+    if not c.include_system:
+        log.warning(
+            "curate: curate.include_system=false trains the student without the agent's system prompt "
+            "(its command reference), which evaluation always sends: a train/test mismatch, meant as an "
+            "ablation"
+        )
 
 
 def run_curate(cfg: RootConfig, ctx: StageContext) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -149,3 +150,16 @@ def test_invalid_curate_settings_fail_naming_the_key(ws, overrides: dict, key: s
     ws.task("a")
     with pytest.raises(ConfigError, match=key):
         ws.curate(cfg=root_config(**overrides))
+
+
+def test_training_without_the_system_prompt_is_flagged_as_a_mismatch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from stsc.curate.stage import check_config
+
+    with caplog.at_level(logging.WARNING, logger="stsc.curate"):
+        check_config(root_config())
+    assert "include_system" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="stsc.curate"):
+        check_config(root_config(include_system=False))
+    assert "curate.include_system=false" in caplog.text and "evaluation always sends" in caplog.text
