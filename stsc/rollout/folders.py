@@ -52,11 +52,18 @@ class Spend:
 
 
 def traj_spend(folder: Path) -> tuple[str | None, Spend]:
-    """``(task id, spend)`` of the ``<task_id>.traj`` in ``folder``; ``(None, Spend())`` without one."""
+    """``(task id, spend)`` of the ``<task_id>.traj`` in ``folder``; ``(None, Spend())`` without one.
+
+    A snapshot torn by a crash mid-write (it is rewritten in place, from its start) still ends with
+    the previous snapshot's ``info``: that spend is counted (it misses at most the last step's)."""
     for traj in sorted(Path(folder).glob("*.traj")):
         try:
-            stats = json.loads(traj.read_text(encoding="utf-8")).get("info", {}).get("model_stats", {})
-        except (OSError, json.JSONDecodeError, AttributeError):
+            text = traj.read_text(encoding="utf-8", errors="replace")
+            info = _info(text)
+            stats = info.get("model_stats", {}) if isinstance(info, dict) else None
+            if not isinstance(stats, dict):
+                raise ValueError("no model_stats")
+        except (OSError, ValueError):
             log.warning("rollout: unreadable trajectory %s; its spend is not counted", traj)
             return traj.stem, Spend()
         spend = Spend(
@@ -66,6 +73,24 @@ def traj_spend(folder: Path) -> tuple[str | None, Spend]:
         )
         return traj.stem, spend
     return None, Spend()
+
+
+def _info(text: str) -> object:
+    """The ``info`` of a .traj's text: the whole document's, or for a torn one the last complete
+    ``"info": {...}`` at its end (the key the writer puts last). Raises ValueError if neither."""
+    try:
+        return json.loads(text).get("info", {})
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    key = '"info": '
+    at = text.rfind(key)
+    if at < 0:
+        raise ValueError("no info object")
+    info, end = json.JSONDecoder().raw_decode(text, at + len(key))
+    if text[end:].strip() != "}":
+        raise ValueError("the info object is not the end of the file")
+    log.warning("rollout: a trajectory was torn by a crash; its spend is read from its last intact snapshot")
+    return info
 
 
 class RolloutFolders:

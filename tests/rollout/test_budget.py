@@ -90,3 +90,37 @@ def test_the_tightest_budget_wins_and_is_named() -> None:
     assert tightest(rollout__budget_usd=2.0, teacher__llm__budget_usd=0.5) == (0.5, "teacher.llm.budget_usd")
     assert tightest(rollout__budget_usd=2.0, teacher__llm__budget_usd=None) == (2.0, "rollout.budget_usd")
     assert tightest(rollout__budget_usd=None, teacher__llm__budget_usd=None) == (None, "rollout.budget_usd")
+
+
+def test_the_spend_of_a_snapshot_torn_by_a_crash_is_read_from_its_intact_end(tmp_path: Path) -> None:
+    from stsc.agent.trajectory import TrajWriter
+    from stsc.rollout.folders import traj_spend
+
+    def stats(cost: float, calls: int) -> dict:
+        model = {"total_cost": cost, "task_cost": cost, "tokens_sent": 100 * calls, "tokens_received": 10 * calls,
+                 "api_calls": calls}  # fmt: skip
+        return {"model_stats": model, "exit_status": "", "submission": None, "score": []}
+
+    step = {"action": "ls", "observation": 'a file named "info": x', "response": "r", "state": "{}",
+            "thought": "t", "execution_time": 0.1}  # fmt: skip
+    history = [{"role": "system", "content": "s"}, {"role": "user", "content": "task"}]
+    path = tmp_path / "task-a.traj"
+    writer = TrajWriter(path)
+    writer.snapshot([step], history, stats(0.25, 1))
+    assert traj_spend(tmp_path)[1].cost_usd == 0.25
+    older = path.read_bytes()
+    # the next snapshot, cut short at byte k: its start over the old file, the old end still there
+    writer.snapshot([step, step], history, stats(0.5, 2))
+    newer = path.read_bytes()
+    path.write_bytes(newer[:200] + older[200:])
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(path.read_text())
+    task, spend = traj_spend(tmp_path)
+    assert task == "task-a" and (spend.cost_usd, spend.prompt_tokens, spend.completion_tokens) == (
+        0.25,
+        100,
+        10,
+    )
+    # nothing to recover: counted as nothing, as before
+    path.write_bytes(newer[: len(newer) // 2])
+    assert traj_spend(tmp_path)[1].cost_usd == 0.0
