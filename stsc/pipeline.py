@@ -2,13 +2,14 @@
 
 A stage's output folder is ``<store>/<stage>/<key>/`` where ``key`` hashes the stage's own config
 subtree (minus keys that cannot change results: concurrency, credentials' env-var names, ...), the
-sources of the prompt templates it renders and the keys of its upstream stages. Same key -> cache hit, the stage is skipped; changed config -> that stage
-and everything downstream get new keys and rerun, nothing upstream does. A folder is complete once
-``_SUCCESS.json`` exists; an incomplete one is handed back to its stage, which resumes from the items
-already written. ``force`` drops the marker first, then moves the folder aside and deletes it, so a kill
-mid-delete never leaves a truncated folder that looks complete; in a ``-m`` sweep it recomputes each
-stage key once, not once per job. Secret-named config values (API keys,
-tokens, URL passwords) enter keys and ``stage.json`` only as a placeholder.
+sources of the prompt templates it renders and the keys of its upstream stages. Same key -> cache
+hit, the stage is skipped; changed config or prompt -> that stage and everything downstream get new
+keys and rerun, nothing upstream does. A folder is complete once ``_SUCCESS.json`` exists; an
+incomplete one is handed back to its stage, which resumes from the items already written. ``force``
+drops the marker first, then moves the folder aside and deletes it, so a kill mid-delete never leaves
+a truncated folder that looks complete; in a ``-m`` sweep it recomputes each stage key once, not once
+per job. Secret-named config values (API keys, tokens, URL passwords) enter keys and ``stage.json``
+only as a placeholder.
 """
 
 from __future__ import annotations
