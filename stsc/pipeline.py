@@ -164,7 +164,7 @@ def _validate_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
 
 
 _PAPER_GRAPH = (
-    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",), prompts=_topics_prompts),
+    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",), 2, prompts=_topics_prompts),
     StageSpec(
         "propose",
         "stsc.synth.propose:run_propose",

@@ -28,6 +28,25 @@ from stsc.hub.records import Topic
 from stsc.hub.text import STOPWORDS, TASK_WORDS, jaccard, tokens
 from stsc.store import StageContext, StageReport, write_jsonl
 
+# Task words that name different problems ("face detection" is not "face recognition"); the other
+# task words ("prediction", "classification", "estimation", ...) are ignored when comparing titles.
+_DISTINCT_TASKS = {
+    word: kind
+    for kind, words in {
+        "detection": ("detect", "detecting", "detection"),
+        "recognition": ("recognise", "recognize", "recognising", "recognizing", "recognition"),
+    }.items()
+    for word in words
+}
+_IGNORED = STOPWORDS | (TASK_WORDS - _DISTINCT_TASKS.keys())
+
+
+def title_words(title: str) -> set[str]:
+    """The words two topic titles are compared by: subject words, plus the kind of task where it
+    names a different problem (detection, recognition)."""
+    return {_DISTINCT_TASKS.get(w, w) for w in tokens(title, _IGNORED)}
+
+
 logger = logging.getLogger(__name__)
 
 TOPICS_FILE = "topics.jsonl"
@@ -87,7 +106,7 @@ class TopicPool:
         self._words: list[set[str]] = []
 
     def is_duplicate(self, title: str) -> bool:
-        words = tokens(title, STOPWORDS | TASK_WORDS)
+        words = title_words(title)
         return any(jaccard(words, other) >= self.threshold for other in self._words)
 
     def add(self, topic: Topic) -> bool:
@@ -97,7 +116,7 @@ class TopicPool:
             self.report.drop("duplicate")
             return False
         self.topics.append(topic)
-        self._words.append(tokens(topic.title, STOPWORDS | TASK_WORDS))
+        self._words.append(title_words(topic.title))
         return True
 
     def count(self, area: str) -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from stsc.config import LLMConfig, RootConfig, TopicsConfig, TopicSeed
 from stsc.hub.records import Topic
-from stsc.hub.text import STOPWORDS, TASK_WORDS, jaccard, tokens
+from stsc.hub.text import jaccard
 from stsc.store import iter_jsonl
-from stsc.synth.topics import TOPICS_FILE, quotas, run_topics
+from stsc.synth.topics import TOPICS_FILE, quotas, run_topics, title_words
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.hub.stages import compose_config, make_ctx
 
@@ -23,7 +23,7 @@ def _run(tmp_path: Path, cfg: RootConfig, seed: int = 0):
 
 
 def _words(title: str) -> set[str]:
-    return tokens(title, STOPWORDS | TASK_WORDS)
+    return title_words(title)
 
 
 def test_curated_topics_fill_n_split_by_area_weights(tmp_path: Path) -> None:
@@ -68,6 +68,22 @@ def test_near_duplicate_titles_are_dropped(tmp_path: Path) -> None:
     ctx, topics = _run(tmp_path, cfg)
     assert [t.title for t in topics] == ["Wine quality prediction", "Crop yield estimation"]
     assert ctx.report.drops["duplicate"] == 2 and ctx.report.items_in == 4
+
+
+def test_titles_naming_different_problems_are_not_duplicates(tmp_path: Path) -> None:
+    cfg = RootConfig()
+    cfg.topics = TopicsConfig(
+        n=10,
+        seeds=[
+            TopicSeed("vision", "Face detection", "Find the faces in photos."),
+            TopicSeed("vision", "Face recognition", "Tell whose face a photo shows."),
+            TopicSeed("vision", "Detecting faces", "Locate faces in images."),
+            TopicSeed("vision", "Recognizing faces", "Identify people from face crops."),
+        ],
+    )
+    ctx, topics = _run(tmp_path, cfg)
+    assert [t.title for t in topics] == ["Face detection", "Face recognition"]
+    assert ctx.report.drops["duplicate"] == 2
 
 
 def test_quotas_follow_weights_by_largest_remainder() -> None:
