@@ -54,34 +54,33 @@ def test_no_two_curated_topics_are_duplicates() -> None:
     assert all(jaccard(_words(a), _words(b)) < cfg.topics.dedup_threshold for a, b in pairs)
 
 
-def test_near_duplicate_titles_are_dropped(tmp_path: Path) -> None:
+def _seeded(tmp_path: Path, *seeds: tuple[str, str, str]):
+    """Run the topics stage on curated ``(area, title, description)`` seeds only."""
     cfg = RootConfig()
-    cfg.topics = TopicsConfig(
-        n=10,
-        seeds=[
-            TopicSeed("tabular", "Wine quality prediction", "Predict the quality score of wines."),
-            TopicSeed("tabular", "Predicting wine quality", "Estimate how tasters rate wines."),
-            TopicSeed("tabular", "Wine quality classification", "Classify wines by quality."),
-            TopicSeed("science", "Crop yield estimation", "Estimate crop yields from field data."),
-        ],
+    cfg.topics = TopicsConfig(n=10, seeds=[TopicSeed(*s) for s in seeds])
+    return _run(tmp_path, cfg)
+
+
+def test_near_duplicate_titles_are_dropped(tmp_path: Path) -> None:
+    ctx, topics = _seeded(
+        tmp_path,
+        ("tabular", "Wine quality prediction", "Predict the quality score of wines."),
+        ("tabular", "Predicting wine quality", "Estimate how tasters rate wines."),
+        ("tabular", "Wine quality classification", "Classify wines by quality."),
+        ("science", "Crop yield estimation", "Estimate crop yields from field data."),
     )
-    ctx, topics = _run(tmp_path, cfg)
     assert [t.title for t in topics] == ["Wine quality prediction", "Crop yield estimation"]
     assert ctx.report.drops["duplicate"] == 2 and ctx.report.items_in == 4
 
 
 def test_titles_naming_different_problems_are_not_duplicates(tmp_path: Path) -> None:
-    cfg = RootConfig()
-    cfg.topics = TopicsConfig(
-        n=10,
-        seeds=[
-            TopicSeed("vision", "Face detection", "Find the faces in photos."),
-            TopicSeed("vision", "Face recognition", "Tell whose face a photo shows."),
-            TopicSeed("vision", "Detecting faces", "Locate faces in images."),
-            TopicSeed("vision", "Recognizing faces", "Identify people from face crops."),
-        ],
+    ctx, topics = _seeded(
+        tmp_path,
+        ("vision", "Face detection", "Find the faces in photos."),
+        ("vision", "Face recognition", "Tell whose face a photo shows."),
+        ("vision", "Detecting faces", "Locate faces in images."),
+        ("vision", "Recognizing faces", "Identify people from face crops."),
     )
-    ctx, topics = _run(tmp_path, cfg)
     assert [t.title for t in topics] == ["Face detection", "Face recognition"]
     assert ctx.report.drops["duplicate"] == 2
 
