@@ -485,7 +485,15 @@ def _redact_yaml_file(path: Path, secrets: list[str]) -> None:
 
     if not path.is_file():
         return
-    data = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:  # not Hydra's plain yaml after all: the known secret values at least
+        if redact_text(text, secrets) != text:
+            from stsc.store import atomic_write_text
+
+            atomic_write_text(path, redact_text(text, secrets))
+        return
     clean = data
     if isinstance(data, list):  # overrides.yaml
         clean = [redact_overrides([o], secrets) if isinstance(o, str) else o for o in data]

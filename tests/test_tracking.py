@@ -87,6 +87,25 @@ def test_url_passwords_are_redacted_wherever_config_is_logged(url: str) -> None:
     )
 
 
+def test_hydra_files_are_rewritten_without_secrets(tmp_path: Path) -> None:
+    from stsc.tracking import _redact_yaml_file
+
+    secret = "sk-config-1234567"
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(f"- +teacher.llm.extra.api_key={secret}\n- hub.token=hf_other\n- seed=3\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"teacher:\n  llm:\n    extra:\n      api_key: {secret}\nseed: 3\n")
+    broken = tmp_path / "hydra.yaml"
+    broken.write_text(f"key: [unclosed {secret}\n")
+    for path in (overrides, config, broken):
+        _redact_yaml_file(path, [secret])
+    assert overrides.read_text().splitlines() == [
+        "- +teacher.llm.extra.api_key=***REDACTED***", "- hub.token=***REDACTED***", "- seed=3"
+    ]  # fmt: skip
+    assert "seed: 3" in config.read_text() and secret not in config.read_text()
+    assert broken.read_text() == "key: [unclosed ***REDACTED***\n"  # not yaml: its secret values still go
+
+
 def test_sweep_overrides_redact_secret_config_values() -> None:
     overrides = [
         "+teacher.llm.extra.api_key=sk-config-1234567",
