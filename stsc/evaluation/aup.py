@@ -3,7 +3,8 @@
 The methods are the models of an explicit comparison pool plus the pseudo-method ``baseline``.
 
 1. Per run, ``best_run`` is the best priority-metric value of its ``agent`` entries and ``last_run``
-   the value of the last entry holding the metric; a run with no such entry is ignored.
+   the metric of its last entry (none when that entry lacks it); a run with no entry holding the
+   metric is ignored.
 2. Per method and task, ``best@k`` / ``last@k`` is the best ``best_run`` / ``last_run`` over its runs
    (missing without a qualifying run). The baseline's score is the first ``baseline`` dict of the
    task's runs that holds the priority metric, else :attr:`TaskScoring.baseline`.

@@ -148,8 +148,12 @@ def submission_artefact(
     if entrypoint == "CSVSubmissionTasks":
         return "submission.csv"
     if entrypoint == "ModelSubmissionTasks":
-        yamls = sorted(p.relative_to(workspace).as_posix() for p in workspace.rglob("*.yaml"))
-        return yamls[0] if yamls else "config.yaml"
+        for folder, dirs, files in os.walk(workspace):  # the launcher's order: a folder's files first
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(".yaml"):
+                    return (Path(folder) / name).relative_to(workspace).as_posix()
+        return "config.yaml"
     if entrypoint == "PythonSubmissionTasks":
         edited = [p for p in (baseline_paths or []) if p.endswith(".py") and (workspace / p).is_file()]
         for name in [*edited, "strategy.py"]:
@@ -173,8 +177,8 @@ def _baseline(src: MLGymTaskSource, scoring: TaskScoring) -> dict[str, Any]:
 
 
 def _install_evaluator(src: MLGymTaskSource, task_dir: Path) -> str:
-    """Keep the pristine evaluation script in ``private/`` with its entrypoint, put the launcher in
-    the workspace; returns the script's workspace path."""
+    """Keep the pristine evaluation script in ``private/``, put the launcher in the workspace;
+    returns the script's workspace path. ``_write_spec`` records how the launcher runs it."""
     workspace = task_dir / "workspace"
     evaluation = str(_first(src.config.get("evaluation_paths"), "evaluation_paths", src.task_id))
     if not (workspace / evaluation).is_file():
@@ -184,11 +188,18 @@ def _install_evaluator(src: MLGymTaskSource, task_dir: Path) -> str:
     if src.config.get("evaluation_read_only", True):
         (workspace / evaluation).chmod(0o555)
     shutil.copy2(workspace / evaluation, task_dir / "private" / Path(evaluation).name)
-    spec = {"entrypoint": src.entrypoint, "script": Path(evaluation).name, "evaluation_path": evaluation}
-    atomic_write_json(task_dir / "private" / SPEC_FILE, spec)
     launcher = resources.files("stsc.evaluation.scripts").joinpath("mlgym_evaluate.py").read_text("utf-8")
     atomic_write_text(workspace / LAUNCHER, launcher)
     return evaluation
+
+
+def _write_spec(src: MLGymTaskSource, task_dir: Path, evaluation: str, submission: str) -> None:
+    """The launcher's ``private/mlgym_evaluation.json``. A model task's evaluation gets the config
+    the agent is told it submits (``config_fname``), not whichever ``*.yaml`` comes first by then."""
+    spec = {"entrypoint": src.entrypoint, "script": Path(evaluation).name, "evaluation_path": evaluation}
+    if src.entrypoint == "ModelSubmissionTasks":
+        spec["config_fname"] = submission
+    atomic_write_json(task_dir / "private" / SPEC_FILE, spec)
 
 
 def _task_config(
@@ -225,6 +236,10 @@ def _write_task(root: Path, src: MLGymTaskSource, scoring: TaskScoring, task_dir
     if sample and not (workspace / Path(sample).name).exists():
         _copy(_repo_path(root, str(sample), "sample_submission", src.task_id), workspace / Path(sample).name)
     baseline = _baseline(src, scoring)
+    submission = submission_artefact(
+        src.entrypoint, workspace, evaluation, list(src.config.get("baseline_paths") or [])
+    )
+    _write_spec(src, task_dir, evaluation, submission)
     sample_path = f"workspace/{Path(sample).name}" if sample else None
     atomic_write_text(
         task_dir / "task.yaml", dump_yaml(_task_config(src, datasets, starter, baseline, sample_path))
@@ -237,9 +252,7 @@ def _write_task(root: Path, src: MLGymTaskSource, scoring: TaskScoring, task_dir
         "higher_is_better": scoring.higher_is_better,
         "baseline_score": baseline.get(scoring.metric),
         "mlgym_entrypoint": src.entrypoint,
-        "submission_file": submission_artefact(
-            src.entrypoint, workspace, evaluation, list(src.config.get("baseline_paths") or [])
-        ),
+        "submission_file": submission,
         "mlgym_config": src.config_path.resolve().relative_to(root).as_posix(),
         "datasets": dataset_summary,
     }

@@ -250,6 +250,57 @@ def test_a_csv_task_scores_the_submission_and_a_model_task_prints_only_its_metri
     assert code == 0 and out == '{"Reward Mean": 2.0, "Reward Std": 0.5}\n', err
 
 
+def test_a_model_task_evaluates_the_config_its_agent_was_told_it_submits(
+    checkout: Path, tmp_path: Path, sandboxes
+) -> None:
+    suite = mlgym_suite(checkout, ["rlMountainCarContinuous"], tmp_path / "t")
+    car = suite.tasks[0].task_dir
+    assert json.loads((car / "meta.json").read_text())["submission_file"] == "src/config.yaml"
+    with sandboxes.start(car / "workspace", "test-suites") as sandbox:
+        shell = sandbox.shell()
+        shell.run("printf 'a: 1\\nb: 2\\nc: 3\\nd: 4\\ne: 5\\n' > a_sweep.yaml", 10)  # found first by a walk
+        code, out, err = score(sandbox, car)
+        assert code == 0 and json.loads(out)["Reward Mean"] == 2.0, err  # src/config.yaml's 2 lines
+        shell.run("rm src/config.yaml", 10)
+        code, out, err = score(sandbox, car)
+    assert code == 1 and "write src/config.yaml" in err
+
+
+def test_the_pristine_evaluator_can_use_a_forked_process_pool_but_never_runs_the_workspace_copy(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from stsc.evaluation.scripts.mlgym_evaluate import BOOTSTRAP
+
+    pristine = tmp_path / "private" / "evaluate.py"
+    pristine.parent.mkdir()
+    pristine.write_text(
+        "import json, sys, multiprocessing as mp\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "def square(x):\n    return x * x\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(2, mp_context=mp.get_context(sys.argv[1])) as pool:\n"
+        "        print(json.dumps({'Score': sum(pool.map(square, [1, 2, 3])), 'file': __file__}))\n"
+    )
+    workspace = tmp_path / "workspace" / "evaluate.py"  # the agent's copy, edited
+    workspace.parent.mkdir()
+    marker = tmp_path / "agent-code-ran"
+    workspace.write_text(f"def square(x):\n    open({str(marker)!r}, 'w').close()\n    return 1000\n")
+
+    def run(start_method: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-c", BOOTSTRAP, str(pristine), str(workspace), start_method]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    forked = run("fork")
+    assert forked.returncode == 0, forked.stderr
+    assert json.loads(forked.stdout) == {"Score": 14, "file": str(workspace)}
+    spawned = run("spawn")  # a fresh interpreter cannot find the pristine definitions: it fails
+    assert spawned.returncode != 0 and "Score" not in spawned.stdout
+    assert not marker.exists()
+
+
 def test_mlgym_suite_refuses_unknown_unscored_and_missing_settings(checkout: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"titanicSurvival.*MLGym-Bench"):
         mlgym_suite(checkout, ["titanicSurvival"], tmp_path)

@@ -11,7 +11,7 @@ modules (``strategy.py``, ...) exactly as under MLGym, but its code cannot have 
     entrypoint              command                                             metrics line
     CSVSubmissionTasks      evaluate.py --submission_file <file>                the whole stdout
     PythonSubmissionTasks   evaluate.py                                         the whole stdout
-    ModelSubmissionTasks    evaluate.py --config_fname <first *.yaml found>     first line starting with {
+    ModelSubmissionTasks    evaluate.py --config_fname <the submitted config>    first line starting with {
     LMSubmissionTasks       torchrun --nproc_per_node=<gpus> --standalone ...   first line starting with {
 
 Whole-stdout entrypoints pass the output through unchanged (stsc then requires exactly one JSON
@@ -28,15 +28,25 @@ import sys
 SPEC_FILE = "mlgym_evaluation.json"
 WHOLE_OUTPUT = ("CSVSubmissionTasks", "PythonSubmissionTasks")
 
-# Runs the pristine script (argv[1]) under the workspace path (argv[2]) with the remaining arguments.
+# Runs the pristine script (argv[1]) under the workspace path (argv[2]) with the remaining arguments,
+# in the real __main__ module, so what it defines can be pickled (multiprocessing with fork). Its
+# __spec__ names __main__, so a spawned child never re-runs the workspace copy (which the agent can
+# edit) to find those definitions: it fails instead.
 BOOTSTRAP = (
-    "import os, sys\n"
-    "source, path = sys.argv[1], sys.argv[2]\n"
-    "sys.argv = [path] + sys.argv[3:]\n"
-    "sys.path[0] = os.path.dirname(path)\n"
-    "with open(source, encoding='utf-8') as f:\n"
-    "    code = compile(f.read(), path, 'exec')\n"
-    "exec(code, {'__name__': '__main__', '__file__': path, '__builtins__': __builtins__})\n"
+    "def _boot():\n"
+    "    import builtins, importlib.machinery, os, sys\n"
+    "    source, path = sys.argv[1], sys.argv[2]\n"
+    "    sys.argv = [path] + sys.argv[3:]\n"
+    "    sys.path[0] = os.path.dirname(path)\n"
+    "    with open(source, encoding='utf-8') as f:\n"
+    "        code = compile(f.read(), path, 'exec')\n"
+    "    namespace = sys.modules['__main__'].__dict__\n"
+    "    namespace.clear()\n"
+    "    namespace.update(__name__='__main__', __file__=path, __builtins__=builtins, __doc__=None,\n"
+    "                     __package__=None, __loader__=None,\n"
+    "                     __spec__=importlib.machinery.ModuleSpec('__main__', None))\n"
+    "    exec(code, namespace)\n"
+    "_boot()\n"
 )
 
 
@@ -63,15 +73,23 @@ def gpu_count():
     return sum(1 for line in out.stdout.splitlines() if line.strip()) if out.returncode == 0 else 0
 
 
-def command(entrypoint, source, path, submission_file):
-    """The argv that runs the evaluation, or a string saying why it cannot run."""
+def command(entrypoint, source, path, submission_file, config_fname=None):
+    """The argv that runs the evaluation, or a string saying why it cannot run. A model task
+    evaluates ``config_fname`` (the config its agent was told it submits) when the spec names one."""
     boot = [sys.executable, "-c", BOOTSTRAP, source, path]
     if entrypoint == "CSVSubmissionTasks":
         return boot + ["--submission_file", submission_file]
     if entrypoint == "PythonSubmissionTasks":
         return boot
     if entrypoint == "ModelSubmissionTasks":
-        config = first_yaml(os.getcwd())
+        if config_fname:
+            config = os.path.join(os.getcwd(), config_fname)
+            if not os.path.isfile(config):
+                return (
+                    f"No valid submission artefact found: write {config_fname} and the model's checkpoints."
+                )
+        else:
+            config = first_yaml(os.getcwd())
         if config is None:
             return "No valid submission artefact found: write the model's config .yaml and checkpoints."
         return boot + ["--config_fname", config]
@@ -94,7 +112,7 @@ def main(argv=None):
         spec = json.load(f)
     source = os.path.join(private, spec["script"])
     path = os.path.join(os.getcwd(), spec["evaluation_path"])
-    argv_or_reason = command(spec["entrypoint"], source, path, args.submission_file)
+    argv_or_reason = command(spec["entrypoint"], source, path, args.submission_file, spec.get("config_fname"))
     if isinstance(argv_or_reason, str):
         return fail(argv_or_reason)
     done = subprocess.run(argv_or_reason, capture_output=True, text=True)
