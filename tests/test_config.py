@@ -162,3 +162,27 @@ def test_holding_out_no_task_fails_only_when_the_library_is_evaluated() -> None:
     assert mlgym.split.heldout_fraction == 0.0
     rollout_only = to_root_config(_compose(["split.heldout_fraction=0.0", "stages=[validate,rollout]"]))
     assert rollout_only.stages == ["validate", "rollout"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("teacher=gpt5", "teacher"),
+        ("topics=llm", "topics"),
+        ("propose=llm", "propose"),
+        ("generator=llm", "generator"),
+    ],
+)
+def test_every_shipped_hosted_model_config_sends_parameters_its_model_accepts(
+    override: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """litellm refuses parameters a model does not take (GPT-5: top_p, temperature other than 1)
+    before sending anything; mock_response goes through the same validation."""
+    from dataclasses import replace
+
+    from stsc.llm import LLMClient
+
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    llm = getattr(to_root_config(_compose([override])), key).llm
+    client = LLMClient(replace(llm, extra={**llm.extra, "mock_response": "ok"}, cache=False, max_retries=0))
+    assert client.complete([{"role": "user", "content": "hi"}]).text == "ok"

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stsc.llm.records import Completion
+from stsc.llm.records import Completion, public_params
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +40,10 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, record TE
 class ResponseCache:
     """Answers of one model, cached under ``root``. Safe to share between threads."""
 
-    def __init__(self, root: Path, model: str) -> None:
+    def __init__(self, root: Path, model: str, api_base: str | None = None) -> None:
         self.root = Path(root)
         self.model = model
+        self.api_base = api_base  # another server is another model, even under the same name
         self.db_path = self.root / DB_NAME
         self._local = threading.local()
         self._warned = False
@@ -50,8 +51,11 @@ class ResponseCache:
 
     def key(self, messages: list[dict[str, Any]], params: dict[str, Any], salt: str | None = None) -> str:
         payload = {"model": self.model, "messages": messages, "params": _semantic(params), "salt": salt}
+        if self.api_base:
+            payload["api_base"] = self.api_base
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        # a lone surrogate (a model's broken UTF-16) must still give a key
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
     def legacy_path(self, key: str) -> Path:
         """Where the earlier one-file-per-answer layout kept ``key``."""
@@ -88,7 +92,7 @@ class ResponseCache:
             "schema_version": SCHEMA_VERSION,
             "key": key,
             "model": self.model,
-            "params": _semantic(params),
+            "params": public_params(_semantic(params)),
             "text": completion.text,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
@@ -96,7 +100,8 @@ class ResponseCache:
             "finish_reason": completion.finish_reason,
             "reasoning": completion.reasoning,
         }
-        text = json.dumps(record, ensure_ascii=False, default=str)
+        # ASCII escapes: a lone surrogate in the model's text cannot be stored as UTF-8
+        text = json.dumps(record, default=str)
         try:
             db = self._connection(create=True)
             assert db is not None

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import re
 import threading
 import time
 import weakref
@@ -23,6 +24,7 @@ from stsc.errors import (
 )
 from stsc.llm.cache import ResponseCache
 from stsc.llm.providers import (
+    EmptyReplyError,
     Failure,
     classify_failure,
     load_litellm,
@@ -31,7 +33,7 @@ from stsc.llm.providers import (
     resolve_api_key,
     retry_after_s,
 )
-from stsc.llm.records import CallEvent, Completion, OnCall, Usage
+from stsc.llm.records import CallEvent, Completion, OnCall, Usage, public_params
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ class LLMClient:
     ) -> None:
         self.cfg = cfg
         self.cache = (
-            ResponseCache(Path(cache_dir), cfg.model) if cache_dir is not None and cfg.cache else None
+            ResponseCache(Path(cache_dir), cfg.model, cfg.api_base)
+            if cache_dir is not None and cfg.cache
+            else None
         )
         caps = [b for b in (budget_usd, cfg.budget_usd) if b is not None]
         self.budget_usd = min(caps) if caps else None
@@ -128,7 +132,7 @@ class LLMClient:
         hit = self.cache.get(key) if self.cache and key else None
         if hit is not None:
             self._usage.bump(calls=1, cached_calls=1)
-            self._emit(CallEvent(self.cfg.model, messages, params, meta, hit, None, 0))
+            self._emit(CallEvent(self.cfg.model, messages, public_params(params), meta, hit, None, 0))
             return hit
         api_key = resolve_api_key(self.cfg)
         attempts = [0]
@@ -137,7 +141,11 @@ class LLMClient:
         except LLMError as exc:
             if not isinstance(exc, BudgetExceededError):
                 self._usage.bump(failures=1)
-                self._emit(CallEvent(self.cfg.model, messages, params, meta, None, str(exc), attempts[0]))
+                self._emit(
+                    CallEvent(
+                        self.cfg.model, messages, public_params(params), meta, None, str(exc), attempts[0]
+                    )
+                )
             raise
         self._usage.bump(
             calls=1,
@@ -156,7 +164,9 @@ class LLMClient:
             completion.latency_s,
             meta,
         )
-        self._emit(CallEvent(self.cfg.model, messages, params, meta, completion, None, attempts[0]))
+        self._emit(
+            CallEvent(self.cfg.model, messages, public_params(params), meta, completion, None, attempts[0])
+        )
         return completion
 
     def _params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,17 +235,23 @@ class LLMClient:
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        cost = self._cost(response, prompt_tokens, completion_tokens)
+        if not getattr(response, "choices", None):  # billed all the same; asking again may answer
+            self._usage.bump(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+            raise EmptyReplyError(
+                f"{cfg.model} answered without a choice ({prompt_tokens}+{completion_tokens} tokens)"
+            )
         choice = response.choices[0]
         return Completion(
-            text=choice.message.content or "",
+            text=_valid_text(choice.message.content or ""),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost_usd=self._cost(response, prompt_tokens, completion_tokens),
+            cost_usd=cost,
             cached=False,
             model=cfg.model,
             latency_s=latency,
             finish_reason=getattr(choice, "finish_reason", None),
-            reasoning=getattr(choice.message, "reasoning_content", None) or None,
+            reasoning=_valid_text(getattr(choice.message, "reasoning_content", None) or "") or None,
         )
 
     def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float:
@@ -334,3 +350,12 @@ async def _drain() -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with lone surrogates (a model's broken UTF-16 escapes) replaced by U+FFFD: a
+    conversation holding one could be neither stored as UTF-8 nor sent back to any provider."""
+    return _LONE_SURROGATE.sub("\ufffd", text)

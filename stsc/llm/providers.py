@@ -112,8 +112,9 @@ def resolve_api_key(cfg: LLMConfig) -> str | None:
     """The key to pass for ``cfg``; None lets litellm find credentials itself.
 
     ``cfg.api_key_env`` names a variable that must be set. Otherwise providers listed in
-    ``PROVIDER_KEY_ENV`` need their standard variable, except behind a loopback ``api_base``
-    (a local server gets ``LOOPBACK_PLACEHOLDER_KEY``). Other providers (``hosted_vllm``,
+    ``PROVIDER_KEY_ENV`` need their standard variable, except behind a loopback ``api_base``: a
+    local server gets ``LOOPBACK_PLACEHOLDER_KEY``, never the real key (set ``llm.api_key_env`` for
+    a local proxy that needs one). Other providers (``hosted_vllm``,
     ``ollama``, cloud credential chains) and litellm's mock mode need nothing here.
     Raises MissingAPIKeyError naming the variable to export; ConfigError for a provider-less model.
     """
@@ -130,20 +131,24 @@ def resolve_api_key(cfg: LLMConfig) -> str | None:
     env = PROVIDER_KEY_ENV.get(provider_of(cfg.model))
     if env is None:
         return None
+    if is_loopback_url(cfg.api_base):  # a local server never gets the provider's real key
+        return LOOPBACK_PLACEHOLDER_KEY
     value = os.environ.get(env)
     if value:
         return value
-    if is_loopback_url(cfg.api_base):
-        return LOOPBACK_PLACEHOLDER_KEY
     raise MissingAPIKeyError(
         f"model {cfg.model!r} needs an API key in env var {env}, which is not set; export "
         f"{env}=<key>, or set llm.api_key_env to the variable holding it"
     )
 
 
+class EmptyReplyError(Exception):
+    """A successful response without any choice (a provider glitch): retried like a 5xx."""
+
+
 def classify_failure(exc: BaseException) -> Failure | None:
     """How to handle a provider error; None for anything that is not one (to be re-raised)."""
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, asyncio.TimeoutError | EmptyReplyError):
         return Failure.RETRY
     import openai
 
@@ -156,12 +161,14 @@ def classify_failure(exc: BaseException) -> Failure | None:
         return Failure.REFUSED
     if "insufficient_quota" in _error_text(exc) or "exceeded your current quota" in str(exc):
         return Failure.REJECTED  # a 429 that waiting does not cure
+    if isinstance(exc, litellm.UnsupportedParamsError):
+        return Failure.REJECTED  # the config's parameters, refused for every call alike
     if isinstance(exc, openai.APIConnectionError | litellm.RateLimitError | litellm.InternalServerError):
         return Failure.RETRY  # openai.APIConnectionError covers timeouts
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
         return Failure.RETRY
-    if status in (401, 403, 404):  # the same for every call of this config
+    if status in (401, 402, 403, 404):  # the same for every call of this config (402: no credit left)
         return Failure.REJECTED
     return Failure.FATAL
 
@@ -172,12 +179,15 @@ _REFUSAL_MARKERS = (
     "safety system",
     "usage policy",
     "content management policy",
+    "requires moderation",  # OpenRouter's 403 for a flagged input
+    "input was flagged",
 )
 
 
 def _content_refusal(exc: BaseException) -> bool:
-    """A 400 that refuses the conversation's content (litellm maps only some providers' wording)."""
-    if getattr(exc, "status_code", None) != 400:
+    """A 400 (or a moderation 403) that refuses the conversation's content (litellm maps only some
+    providers' wording): that episode ends, the stage goes on."""
+    if getattr(exc, "status_code", None) not in (400, 403):
         return False
     text = _error_text(exc).lower()
     return any(marker in text for marker in _REFUSAL_MARKERS)

@@ -57,7 +57,8 @@ class Reply:
     """One scripted answer.
 
     ``status`` other than 200 sends an OpenAI-style error (``body`` overrides the JSON error
-    object; a ``str`` body is sent as is). ``delay_s`` is slept before answering (on top of the
+    object; a ``str`` body is sent as is); a ``body`` with status 200 is sent instead of the
+    completion (a malformed success). ``delay_s`` is slept before answering (on top of the
     server's ``latency_s``). Token counts default to word counts. ``finish_reason`` ``"length"``
     says the answer hit the output limit.
     """
@@ -283,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._leave()
 
     def _answer(self, body: dict[str, Any], messages: list[dict[str, Any]], reply: Reply) -> None:
-        if reply.status != 200:
+        if reply.status != 200 or reply.body is not None:
             error = reply.body if reply.body is not None else _error_body(reply.status)
             self._send_json(reply.status, error, reply.headers)
             return

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stsc.config import LLMConfig
 from stsc.errors import (
     BudgetExceededError,
     ConfigError,
@@ -135,6 +136,82 @@ def test_a_content_refusal_is_its_own_error_and_not_retried(make_client, openai_
     with pytest.raises(ContentRefusedError):
         client.complete(USER)
     assert len(openai_server.chat_requests) == 1
+
+
+def test_a_moderation_403_ends_only_the_conversation(make_client, openai_server):
+    flagged = {"error": {"message": "Your chosen model requires moderation and your input was flagged",
+                         "code": 403}}  # fmt: skip
+    openai_server.push(Reply(status=403, body=flagged), "never sent")
+    with pytest.raises(ContentRefusedError):
+        make_client().complete(USER)
+    assert len(openai_server.chat_requests) == 1
+
+
+def test_no_credit_left_stops_at_once(make_client, openai_server):
+    openai_server.push(Reply(status=402, body={"error": {"message": "Insufficient credits"}}), "never sent")
+    with pytest.raises(RequestRejectedError, match="Insufficient credits"):
+        make_client(max_retries=3).complete(USER)
+    assert len(openai_server.chat_requests) == 1
+
+
+def test_parameters_the_model_refuses_stop_at_once_naming_them():
+    client = LLMClient(
+        LLMConfig(model="openai/gpt-5", top_p=0.95, extra={"mock_response": "ok"}, max_retries=3)
+    )
+    with pytest.raises(RequestRejectedError, match="top_p"):
+        client.complete(USER)
+    assert client.usage.retries == 0
+
+
+def test_a_success_without_choices_is_billed_and_retried(make_client, openai_server):
+    empty = {"id": "x", "object": "chat.completion", "created": 0, "model": "fake-model", "choices": [],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}  # fmt: skip
+    openai_server.push(Reply(body=empty), "second time lucky")
+    client = make_client()
+    assert client.complete(USER).text == "second time lucky"
+    assert len(openai_server.chat_requests) == 2 and client.usage.retries == 1
+    assert client.usage.prompt_tokens >= 5 and client.usage.cost_usd > 5e-3 + 7 * 2e-3 - 1e-12
+
+
+def test_a_lone_surrogate_in_a_reply_is_replaced_so_the_conversation_goes_on(
+    make_client, openai_server, tmp_path
+):
+    openai_server.push("bad \udc80 byte", "next")
+    client = make_client(cache_dir=tmp_path / "cache")
+    reply = client.complete(USER).text
+    assert reply == "bad \ufffd byte"  # sendable back to the model, storable as UTF-8
+    history = [*USER, {"role": "assistant", "content": reply}, {"role": "user", "content": "go on"}]
+    assert client.complete(history).text == "next"
+    again = make_client(cache_dir=tmp_path / "cache")
+    assert again.complete(USER).text == reply and again.complete(history).cached
+    assert len(openai_server.chat_requests) == 2
+
+
+def test_two_servers_serving_one_model_name_never_share_cached_answers(make_client, openai_server, tmp_path):
+    with FakeOpenAIServer(responder=lambda _: "from server B") as other:
+        openai_server.push("from server A")
+        a = make_client(cache_dir=tmp_path / "cache")
+        b = make_client(cache_dir=tmp_path / "cache", api_base=other.base_url)
+        assert a.complete(USER).text == "from server A"
+        assert b.complete(USER).text == "from server B" and len(other.chat_requests) == 1
+    assert a.complete(USER).cached  # each still hits its own entries
+
+
+def test_a_secret_in_llm_extra_reaches_the_provider_only(make_client, openai_server, tmp_path):
+    secret = "sk-live-SECRET-99999"
+    events: list[CallEvent] = []
+    client = make_client(cache_dir=tmp_path / "cache", extra={"api_key": secret, "extra_headers": {"Authorization": f"Bearer {secret}"}},
+                         client_kwargs={"on_call": events.append})  # fmt: skip
+    client.complete(USER)
+    assert openai_server.chat_requests[0].api_key == secret
+    assert events and secret not in json.dumps(events[0].params)
+    assert all(secret.encode() not in f.read_bytes() for f in (tmp_path / "cache").iterdir())
+
+
+def test_a_local_server_never_gets_the_real_provider_key(make_client, openai_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-REAL-KEY-12345")
+    make_client().complete(USER)
+    assert openai_server.chat_requests[0].api_key == LOOPBACK_PLACEHOLDER_KEY
 
 
 def test_context_window_overflow_raises_context_limit_error_without_retry(make_client, openai_server):
