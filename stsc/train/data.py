@@ -162,9 +162,10 @@ def build_sft_dataset(
     if len(good) < len(rows):
         stats.drop(DropReason.INVALID_MESSAGES, len(rows) - len(good))
         logger.warning("%d SFT rows are not valid message lists and are dropped", len(rows) - len(good))
-    ds = (
-        datasets.Dataset.from_list(good) if good else datasets.Dataset.from_dict({"messages": [], "loss": []})
-    )
+    if not good:  # nothing to tokenize: an empty set with the right columns (the caller says why)
+        empty = datasets.Dataset.from_dict({"input_ids": [], "labels": []})
+        return empty, stats
+    ds = datasets.Dataset.from_list(good)
     ds = ds.map(
         _tokenize_row,
         fn_kwargs={

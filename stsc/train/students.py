@@ -128,8 +128,16 @@ def _cached(cache_dir: Path, cfg: StudentConfig, digest: str, build: Callable[[P
     if (final / READY_FILE).is_file():
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
-    if final.exists():  # left by a build that predates the ready marker; never a complete student
-        shutil.rmtree(final)
+    if final.exists():  # left by a build that predates the ready marker: move it aside, then delete
+        stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.stale.", dir=cache_dir))
+        try:  # a concurrent build may have renamed its complete folder here meanwhile: keep that one
+            if not (final / READY_FILE).is_file():
+                os.rename(final, stale / "old")
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
+        if (final / READY_FILE).is_file():
+            return final
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
     try:
         logger.info("building student %s into %s", cfg.name, final)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -124,9 +125,17 @@ def test_overlong_examples_are_dropped_when_configured_and_counted_in_the_report
     assert ctx.report.items_out == 6 - n_long and ctx.report.metrics["examples_truncated"] == 0
 
 
-def test_a_set_with_nothing_to_train_on_fails_naming_the_drops(make_ctx):
-    ctx = make_ctx([{"messages": [{"role": "user", "content": "hello"}]}])
-    with pytest.raises(StageError, match="no SFT example left.*no_assistant_turn"):
+@pytest.mark.parametrize(
+    ("rows", "reason"),
+    [
+        ([{"messages": [{"role": "user", "content": "hello"}]}], "no_assistant_turn"),
+        ([{"messages": [{"role": "tool", "content": "x"}]}], "invalid_messages"),  # nothing valid at all
+        ([], "{}"),  # curation kept nothing
+    ],
+)
+def test_a_set_with_nothing_to_train_on_fails_naming_the_drops(make_ctx, rows, reason):
+    ctx = make_ctx(rows)
+    with pytest.raises(StageError, match=f"no SFT example left.*{re.escape(reason)}"):
         run_sft(tiny_root_config(), ctx)
 
 
