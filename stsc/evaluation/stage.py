@@ -36,6 +36,7 @@ reason ``task_<why>``); out = finished episodes (whatever the agent's exit statu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections import Counter
@@ -178,7 +179,10 @@ def _run_methods(
         for method in methods:
             if todo[method.name]:
                 factory = factory or _make_factory(cfg)
-                done = _run_method(cfg, ctx, method, todo[method.name], factory, ledger, folders, progress)
+                spent = folders.spend_of(p.run_name for p in plans[method.name])
+                done = _run_method(
+                    cfg, ctx, method, todo[method.name], factory, ledger, folders, progress, spent
+                )
                 outcomes += [MethodOutcome(method.name, o) for o in done]
     order = {p.run_name: i for i, p in enumerate(every)}
     outcomes.sort(key=lambda o: order[o.outcome.plan.run_name])
@@ -209,15 +213,21 @@ def _run_method(
     ledger: SpendLedger,
     folders: RolloutFolders,
     progress: RolloutProgress,
+    spent_usd: float = 0.0,
 ) -> list[EpisodeOutcome]:
     """Run the ``todo`` episodes of one method with the rollout collector (concurrency, retries of
-    infrastructure failures, budget)."""
+    infrastructure failures, budget). A model method's own ``llm.budget_usd`` is what is left of it
+    after ``spent_usd``, its spend in earlier runs of the stage."""
     from stsc.agent.policies import make_policy
     from stsc.rollout.collector import Collector
 
     model_path = method.model_path if method.policy.kind == "transformers" else None
+    policy_cfg = method.policy
+    if policy_cfg.kind == "llm" and policy_cfg.llm.budget_usd is not None:
+        left = max(0.0, policy_cfg.llm.budget_usd - spent_usd)
+        policy_cfg = dataclasses.replace(policy_cfg, llm=dataclasses.replace(policy_cfg.llm, budget_usd=left))
     policy = make_policy(
-        method.policy,
+        policy_cfg,
         cache_dir=ctx.store / LLM_CACHE_DIR,
         budget_usd=ledger.remaining_usd(),
         model_path=model_path,

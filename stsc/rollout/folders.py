@@ -152,6 +152,15 @@ class RolloutFolders:
                 totals.setdefault(task_id, Spend()).add(spend)
         return totals
 
+    def spend_of(self, run_names: Iterable[str]) -> float:
+        """USD spent by the runs named (finished ones and their failed attempts), across resumes."""
+        names = set(run_names)
+        total = sum(self.result(n).cost_usd for n in names if self.finished(n))
+        for folder in self.failed_attempts():
+            if folder.parent.name in names:
+                total += traj_spend(folder)[1].cost_usd
+        return total
+
     def write_bundle(self, task_id: str, run_names: Iterable[str]) -> Path:
         """``bundles/<task_id>.tar.gz`` of the task's run folders (``<run-name>/...`` inside),
         written atomically with fixed timestamps and owners, so equal folders give equal bytes."""

@@ -4,6 +4,7 @@ local-model methods, MLGym-layout runs, AUP tables, the plot, resume and infrast
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -279,3 +280,31 @@ def test_a_missing_api_key_stops_the_stage_before_any_episode(
     with pytest.raises(MissingAPIKeyError, match="STSC_TEST_EVAL_KEY"):
         run_evaluate(cfg, ctx)
     assert run_dirs(ctx.out_dir) == {}
+
+
+def test_a_model_methods_own_budget_holds_across_resumed_runs(
+    library: Path, openai_server, tmp_path: Path
+) -> None:
+    from stsc.config import LLMConfig
+    from tests.rollout.conftest import agent_turn
+
+    openai_server.responder = agent_turn
+    llm = LLMConfig(model="openai/fake-model", api_base=openai_server.base_url, cache=False, max_retries=0,
+                    input_cost_per_token=1e-4, output_cost_per_token=1e-3)  # fmt: skip
+    first = stage_context(tmp_path / "first", {"validate": library})
+    run_evaluate(eval_config(tmp_path / "first", method("api-model", "llm", llm=llm)), first)
+    spent = sum(
+        json.loads((p / "stsc.json").read_text())["cost_usd"] for p in run_dirs(first.out_dir).values()
+    )
+    assert spent > 0 and len(run_dirs(first.out_dir)) == 2
+
+    # The stage is killed before its last episode finished; the method's cap is what it had spent.
+    again = stage_context(tmp_path / "again", {"validate": library})
+    shutil.copytree(first.out_dir, again.out_dir, dirs_exist_ok=True)
+    interrupted = sorted(run_dirs(again.out_dir))[-1]
+    (again.out_dir / "runs" / interrupted / "stsc.json").unlink()
+    capped = dataclasses.replace(llm, budget_usd=spent)
+    requests = len(openai_server.chat_requests)
+    run_evaluate(eval_config(tmp_path / "again", method("api-model", "llm", llm=capped)), again)
+    assert len(openai_server.chat_requests) == requests  # nothing left of the cap: no call is sent
+    assert again.report.drops == {"budget_exhausted": 1}
