@@ -87,17 +87,22 @@ class TrackedFactory:
                 raise SandboxError("the collection is stopping; no new sandbox is started")
             self._starting += 1
         sandbox: Sandbox | None = None
+        late = False
         try:
             sandbox = self.factory.start(workspace, label)
         finally:
-            with self._changed:
-                self._starting -= 1
-                late = self._closing
-                if sandbox is not None and not late:
-                    self._live.add(sandbox)
-                self._changed.notify_all()
+            try:
+                with self._changed:
+                    late = self._closing
+                    if sandbox is not None and not late:
+                        self._live.add(sandbox)
+                if late and sandbox is not None:
+                    sandbox.close()  # before the start counts as done: close_all waits for it
+            finally:
+                with self._changed:
+                    self._starting -= 1
+                    self._changed.notify_all()
         if late:
-            sandbox.close()
             raise SandboxError("the collection stopped while this sandbox was starting; it is closed")
         return sandbox
 

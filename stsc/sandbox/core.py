@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import threading
 import uuid
 import weakref
 from abc import ABC, abstractmethod
@@ -50,6 +51,7 @@ class HostBoundSandbox(ABC):
         self.label = label
         self.uid, self.gid = parse_user(cfg.user)
         self._closed = False
+        self._close_lock = threading.Lock()  # a second close() waits for the first to finish
         self._shells = 0
         # Runs on close(), on garbage collection and at interpreter exit, whichever comes first.
         self._finalizer = weakref.finalize(self, _teardown_then_remove, teardown, layout.root)
@@ -164,7 +166,8 @@ class HostBoundSandbox(ABC):
 
     def close(self) -> None:
         self._closed = True
-        self._finalizer()
+        with self._close_lock:
+            self._finalizer()
 
     def __enter__(self) -> Sandbox:
         return self  # type: ignore[return-value]

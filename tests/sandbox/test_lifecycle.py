@@ -79,3 +79,26 @@ def test_the_sweep_removes_sandboxes_of_killed_runs_and_keeps_live_ones(cfg, tas
     if backend == "docker":
         assert _containers(label) == []
     assert live.exec("echo live", timeout=30).stdout == "live\n"
+
+
+def test_a_second_close_returns_only_once_the_sandbox_is_gone(cfg, task_workspace, monkeypatch):
+    import threading
+
+    from stsc.sandbox import core, make_factory
+
+    removing = threading.Event()
+    slow_remove = core.remove_tree
+
+    def remove(path: Path) -> None:
+        removing.set()
+        time.sleep(0.5)  # a big workspace, a container being removed
+        slow_remove(path)
+
+    monkeypatch.setattr(core, "remove_tree", remove)
+    sandbox = make_factory(cfg).start(task_workspace, "test-close")
+    first = threading.Thread(target=sandbox.close)
+    first.start()
+    assert removing.wait(10)
+    sandbox.close()  # e.g. the collector's close_all while the episode's own close runs
+    assert not sandbox.layout.root.exists()
+    first.join()
