@@ -77,8 +77,7 @@ def render(name: str, /, prompts_dir: Path | None = None, **variables: Any) -> R
     try:
         template = _environment(str(root)).get_template(f"{name}{TEMPLATE_SUFFIX}")
     except jinja2.TemplateNotFound:
-        choices = ", ".join(available(root)) or "none"
-        raise PromptError(f"no prompt template {name!r} ({path}); available in {root}: {choices}") from None
+        raise _missing(repr(name), path, root) from None
     except jinja2.TemplateSyntaxError as exc:
         raise PromptError(f"prompt template {name!r} ({path}), line {exc.lineno}: {exc.message}") from exc
     try:
@@ -107,14 +106,16 @@ def source_digest(name: str, prompts_dir: Path | str | None = None) -> str:
         try:
             text = path.read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            choices = ", ".join(available(root)) or "none"
             wanted = f"{current!r}" if current == name else f"{current!r} (used by {name!r})"
-            raise PromptError(
-                f"no prompt template {wanted} ({path}); available in {root}: {choices}"
-            ) from None
+            raise _missing(wanted, path, root) from None
         digest.update(f"{current}\0{text}\0".encode())
         todo.extend(_REFERENCE.findall(text))
     return digest.hexdigest()
+
+
+def _missing(wanted: str, path: Path, root: Path) -> PromptError:
+    choices = ", ".join(available(root)) or "none"
+    return PromptError(f"no prompt template {wanted} ({path}); available in {root}: {choices}")
 
 
 @functools.lru_cache(maxsize=32)

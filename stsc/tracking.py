@@ -24,7 +24,9 @@ from stsc.config import TrackingConfig
 
 log = logging.getLogger(__name__)
 
-SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "credential", "credentials", "apikey"})
+SECRET_WORDS = frozenset(
+    {"token", "secret", "password", "passwd", "credential", "credentials", "apikey", "authorization"}
+)
 KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "encryption", "signing"})
 REDACTED = "***REDACTED***"
 PARAM_MAX = 6000
@@ -57,6 +59,12 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of environment variables whose names look like secrets (6+ characters long)."""
     env = os.environ if environ is None else environ
     return sorted({v for k, v in env.items() if looks_secret(k) and len(v) >= 6}, key=len, reverse=True)
+
+
+def known_secrets(extra: list[str] | None = None) -> list[str]:
+    """The environment's secret values and ``extra`` ones, longest first (so a secret containing
+    another is replaced whole)."""
+    return sorted(set(secret_env_values()) | set(extra or []), key=len, reverse=True)
 
 
 def config_secret_values(obj: Any) -> list[str]:
@@ -136,7 +144,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, extra_secrets: list[str] | None = None) -> None:
         super().__init__()
-        self.secrets = sorted(set(secret_env_values()) | set(extra_secrets or []), key=len, reverse=True)
+        self.secrets = known_secrets(extra_secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
@@ -264,7 +272,7 @@ class JobTracker:
         self.client, self.experiment_id = make_client(cfg, root)
         self.root = root
         self.run_id: str | None = None
-        self._secrets = sorted(set(secret_env_values()) | set(extra_secrets or []), key=len, reverse=True)
+        self._secrets = known_secrets(extra_secrets)
 
     def start(
         self,
@@ -385,8 +393,7 @@ class MlflowSweepCallback:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
-        secrets = config_secret_values(OmegaConf.to_container(config, resolve=False))
-        secrets = sorted(set(secret_env_values()) | set(secrets), key=len, reverse=True)
+        secrets = _secrets_of(config)
         run = self._client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
@@ -508,5 +515,4 @@ def _secrets_of(config: Any) -> list[str]:
     """Secret values of the environment and of ``config`` (a DictConfig), longest first."""
     from omegaconf import OmegaConf
 
-    found = config_secret_values(OmegaConf.to_container(config, resolve=False))
-    return sorted(set(secret_env_values()) | set(found), key=len, reverse=True)
+    return known_secrets(config_secret_values(OmegaConf.to_container(config, resolve=False)))

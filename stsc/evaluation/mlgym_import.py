@@ -148,12 +148,10 @@ def submission_artefact(
     if entrypoint == "CSVSubmissionTasks":
         return "submission.csv"
     if entrypoint == "ModelSubmissionTasks":
-        for folder, dirs, files in os.walk(workspace):  # the launcher's order: a folder's files first
-            dirs.sort()
-            for name in sorted(files):
-                if name.endswith(".yaml"):
-                    return (Path(folder) / name).relative_to(workspace).as_posix()
-        return "config.yaml"
+        from stsc.evaluation.scripts.mlgym_evaluate import first_yaml
+
+        found = first_yaml(str(workspace))  # the launcher's own search
+        return Path(found).relative_to(workspace).as_posix() if found else "config.yaml"
     if entrypoint == "PythonSubmissionTasks":
         edited = [p for p in (baseline_paths or []) if p.endswith(".py") and (workspace / p).is_file()]
         for name in [*edited, "strategy.py"]:

@@ -54,8 +54,7 @@ class ResponseCache:
         if self.api_base:
             payload["api_base"] = self.api_base
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
-        # a lone surrogate (a model's broken UTF-16) must still give a key
-        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def legacy_path(self, key: str) -> Path:
         """Where the earlier one-file-per-answer layout kept ``key``."""
@@ -100,8 +99,7 @@ class ResponseCache:
             "finish_reason": completion.finish_reason,
             "reasoning": completion.reasoning,
         }
-        # ASCII escapes: a lone surrogate in the model's text cannot be stored as UTF-8
-        text = json.dumps(record, default=str)
+        text = json.dumps(record, ensure_ascii=False, default=str)
         try:
             db = self._connection(create=True)
             assert db is not None

@@ -75,19 +75,11 @@ class Usage:
 
 
 def public_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` with the values of secret-named options (``llm.extra.api_key``, a token in
-    ``extra_headers``) replaced, for what is stored or shown: the cache's records, ``CallEvent``."""
-    from stsc.tracking import looks_secret
+    """``params`` with the values of secret-named options (``llm.extra.api_key``, an
+    ``Authorization`` header) redacted, for what is stored or shown: cache records, ``CallEvent``."""
+    from stsc.tracking import redact_mapping
 
-    def clean(value: Any, name: str = "") -> Any:
-        secret = looks_secret(name) or name.lower() in ("authorization", "proxy-authorization")
-        if name and secret and value not in (None, ""):
-            return "***"
-        if isinstance(value, Mapping):
-            return {k: clean(v, str(k)) for k, v in value.items()}
-        return value
-
-    return {k: clean(v, str(k)) for k, v in params.items()}
+    return redact_mapping(params, secrets=[])
 
 
 @dataclass(frozen=True)
@@ -96,7 +88,7 @@ class CallEvent:
 
     model: str
     messages: list[dict[str, Any]]
-    params: dict[str, Any]  # sampling parameters sent (secret-named ones as "***", never the API key)
+    params: dict[str, Any]  # sampling parameters sent (secret-named ones redacted, never the API key)
     meta: Mapping[str, Any]  # caller's labels, e.g. RenderedPrompt.meta (template name and hash)
     completion: Completion | None  # None when the call failed
     error: str | None  # the failure's message (key redacted)

@@ -142,24 +142,26 @@ class RolloutFolders:
     def spend_by_task(self, finished: Iterable[str]) -> dict[str, Spend]:
         """Spend per task id over the finished runs named in ``finished`` and every failed attempt."""
         totals: dict[str, Spend] = {}
-        for name in finished:
-            result = self.result(name)
-            spend = Spend(result.prompt_tokens, result.completion_tokens, result.cost_usd)
-            totals.setdefault(result.task_id, Spend()).add(spend)
-        for folder in self.failed_attempts():
-            task_id, spend = traj_spend(folder)
-            if task_id is not None:
-                totals.setdefault(task_id, Spend()).add(spend)
+        for task_id, spend in self._spends(finished, attempts_of=None):
+            totals.setdefault(task_id, Spend()).add(spend)
         return totals
 
     def spend_of(self, run_names: Iterable[str]) -> float:
         """USD spent by the runs named (finished ones and their failed attempts), across resumes."""
         names = set(run_names)
-        total = sum(self.result(n).cost_usd for n in names if self.finished(n))
+        return sum(spend.cost_usd for _, spend in self._spends((n for n in names if self.finished(n)), names))
+
+    def _spends(self, finished: Iterable[str], attempts_of: set[str] | None) -> Iterable[tuple[str, Spend]]:
+        """``(task id, spend)`` of the finished runs named, then of the failed attempts of the runs
+        in ``attempts_of`` (None: of every run)."""
+        for name in finished:
+            result = self.result(name)
+            yield result.task_id, Spend(result.prompt_tokens, result.completion_tokens, result.cost_usd)
         for folder in self.failed_attempts():
-            if folder.parent.name in names:
-                total += traj_spend(folder)[1].cost_usd
-        return total
+            if attempts_of is None or folder.parent.name in attempts_of:
+                task_id, spend = traj_spend(folder)
+                if task_id is not None:
+                    yield task_id, spend
 
     def write_bundle(self, task_id: str, run_names: Iterable[str]) -> Path:
         """``bundles/<task_id>.tar.gz`` of the task's run folders (``<run-name>/...`` inside),
