@@ -209,7 +209,7 @@ _PAPER_GRAPH = (
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher", *SANDBOX_LIMITS),
-        5,
+        6,
         prompts=_agent_prompts,
     ),
     StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 2),
