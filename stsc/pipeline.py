@@ -202,6 +202,7 @@ _PAPER_GRAPH = (
         "stsc.curate:run_curate",
         ("rollout", "validate"),
         ("curate", "student", "split", "agent.history"),
+        2,
     ),
     StageSpec("sft", "stsc.train.sft:run_sft", ("curate", "rollout", "validate"), ("sft", "student")),
     StageSpec(

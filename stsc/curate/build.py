@@ -117,8 +117,8 @@ def _step_outcome(
         tokens_full=total,
         tokens=sum(t for _, t in rows),
         turns=len(rows),
-        turns_truncated=skipped,
         steps=tuple(rows),
+        steps_too_long=skipped,
     )
 
 

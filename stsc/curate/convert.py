@@ -17,7 +17,9 @@ step; format-error retries are not in the history), demonstrations (``is_demo``)
 because they are not the teacher's output, and messages after the last response (the final
 observation) are left out because nothing is learned from them. ``curate.include_system`` keeps or
 removes the system prompt; ``curate.thinking: strip`` removes ``<think>`` blocks from responses
-(with ``keep`` they stay in the content, where the student's chat template renders them).
+(with ``keep`` they stay in the content, where the student's chat template renders them; a response
+with several blocks, or one not at its start, gets its reasoning merged into one opening block, the
+form every reasoning template renders without loss: ``normalise_thinking``).
 
 ``curate.examples: step`` (``build_step_examples``) makes one example per response instead: the
 view the model had when it wrote that response (the processor applied to the history up to it),
@@ -157,6 +159,23 @@ def strip_thinking(content: str) -> str:
     return rest.lstrip()
 
 
+def normalise_thinking(content: str) -> str:
+    """``content`` with all its reasoning in one ``<think>`` block at the start (``curate.thinking:
+    keep``). A response whose only think block already opens it (or that has none) is returned
+    unchanged; reasoning ended by a lone ``</think>`` gets its opening tag. Chat templates that render reasoning separately (TRL's ``qwen3``: the text before the
+    first ``</think>`` as reasoning, the text after the last one as the answer) would otherwise drop
+    the text between two think blocks, or before a block that does not open the response, from
+    training without a trace; the merged block keeps every word, in order."""
+    try:
+        thinking, rest = split_thinking(content)
+    except ModelOutputError:
+        return content
+    closes = content.count("</think>")
+    if closes == 0 or (closes == 1 and content.lstrip().startswith("<think>")):
+        return content
+    return f"<think>\n{thinking}\n</think>\n\n{rest.strip()}"
+
+
 def _teacher_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The history without demonstrations and without anything after the last response; raises
     ``UnusableTrajectoryError(NO_ASSISTANT_TURN)`` when the teacher never responded."""
@@ -176,10 +195,8 @@ def _processor(cfg: CurateConfig, history_cfg: HistoryConfig) -> HistoryConfig:
 def _render(view: list[dict[str, Any]], cfg: CurateConfig) -> list[Message]:
     if not cfg.include_system:
         view = [m for m in view if m["role"] != "system"]
-    if cfg.thinking == "strip":
-        view = [
-            {**m, "content": strip_thinking(m["content"])} if m["role"] == "assistant" else m for m in view
-        ]
+    edit = strip_thinking if cfg.thinking == "strip" else normalise_thinking
+    view = [{**m, "content": edit(m["content"])} if m["role"] == "assistant" else m for m in view]
     return [{"role": m["role"], "content": m["content"]} for m in view]
 
 

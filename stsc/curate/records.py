@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Upper edges (tokens) of the token-length histogram of kept examples; the last bin is open.
 HISTOGRAM_EDGES = (512, 1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 131072)
@@ -68,9 +68,10 @@ class Outcome:
     turns_truncated: int = 0  # trailing assistant turns removed by truncation
     best_score: float | None = None
     line: str | None = None
-    # curate.examples=step: one (JSONL row, tokens) per kept response; ``line`` is then None and
-    # ``turns_truncated`` counts the responses whose view exceeded max_seq_len
+    # curate.examples=step: one (JSONL row, tokens) per kept response (``line`` is then None), and
+    # the responses left out because their view exceeded max_seq_len (nothing is truncated)
     steps: tuple[tuple[str, int], ...] = ()
+    steps_too_long: int = 0
 
 
 @dataclass
@@ -94,8 +95,9 @@ class CurateStats:
     examples: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # DropReason -> count
     tasks: dict[str, int] = field(default_factory=dict)  # library/training/heldout/selected/with_examples
-    truncated_examples: int = 0
+    truncated_examples: int = 0  # examples whose trailing turns truncation removed
     turns_truncated: int = 0
+    steps_too_long: int = 0  # curate.examples=step: responses whose view exceeded max_seq_len
     tokens_total: int = 0
     tokens_mean: float = 0.0
     tokens_max: int = 0

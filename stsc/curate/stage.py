@@ -16,7 +16,9 @@ simply runs again, removing its temp file; it is a pure function of its inputs):
 - ``sft.jsonl``: rows ``{"messages": [{"role", "content"}, ...]}``, ordered by task id, then run
   folder name;
 - ``index.jsonl``: line *i* describes row *i* (task, run folder, tokens, turns, truncation);
-- ``stats.json``: ``CurateStats`` (kept, dropped per reason, token-length histogram, per-task counts).
+- ``stats.json``: ``CurateStats`` (kept, dropped per reason, truncation or, with
+  ``curate.examples=step``, the responses left out as too long, token-length histogram, per-task
+  counts).
 
 The funnel goes to ``ctx.report`` (in = run folders found, out = examples) and the index rows to
 ``ctx.log_table("sft_examples", ...)``.
@@ -93,11 +95,14 @@ class Tally:
         task.trajectories += 1
         self.stats.truncated_examples += int(outcome.turns_truncated > 0)
         self.stats.turns_truncated += outcome.turns_truncated
-        # one example per trajectory, or one per response (curate.examples=step)
+        self.stats.steps_too_long += outcome.steps_too_long
+        # one example per trajectory, or one per response (curate.examples=step: never truncated)
         examples = (
-            [(outcome.tokens, outcome.turns)] if not outcome.steps else [(t, 1) for _, t in outcome.steps]
+            [(outcome.tokens, outcome.tokens_full, outcome.turns)]
+            if not outcome.steps
+            else [(t, t, 1) for _, t in outcome.steps]
         )
-        for step, (tokens, turns) in enumerate(examples):
+        for step, (tokens, tokens_full, turns) in enumerate(examples):
             task.examples += 1
             task.tokens += tokens
             self.lengths.append(tokens)
@@ -106,7 +111,7 @@ class Tally:
                 "task_id": outcome.task_id,
                 "run": outcome.run,
                 "tokens": tokens,
-                "tokens_full": outcome.tokens_full,
+                "tokens_full": tokens_full,
                 "turns": turns,
                 "turns_truncated": outcome.turns_truncated,
                 "best_score": outcome.best_score,
@@ -215,6 +220,7 @@ def _report(ctx: StageContext, stats: CurateStats, index: list[dict]) -> None:
             "tokens_p90": float(stats.tokens_p90),
             "tokens_max": float(stats.tokens_max),
             "truncated_examples": float(stats.truncated_examples),
+            "steps_too_long": float(stats.steps_too_long),
             "tasks_selected": float(stats.tasks.get("selected", 0)),
             "tasks_with_examples": float(stats.tasks.get("with_examples", 0)),
         }

@@ -9,7 +9,7 @@ import pytest
 
 from stsc.config import CurateConfig, HistoryConfig, StudentConfig
 from stsc.curate.build import BuildSettings, examine_all, worker_count
-from stsc.curate.convert import build_messages, strip_thinking
+from stsc.curate.convert import build_messages, normalise_thinking, strip_thinking
 from stsc.curate.records import TaskInfo
 from stsc.curate.select import discover_runs, runs_root, select_runs
 from stsc.curate.tokens import TokenCounter
@@ -64,6 +64,18 @@ def test_strip_thinking_removes_every_think_block_and_keeps_the_rest() -> None:
     assert strip_thinking("reasoning first</think>\nDISCUSSION\nx") == "DISCUSSION\nx"
     assert strip_thinking("DISCUSSION\nno thinking") == "DISCUSSION\nno thinking"
     assert strip_thinking("<think>never closed") == "<think>never closed"
+
+
+def test_kept_thinking_is_merged_into_one_opening_block_only_when_needed() -> None:
+    opening = "<think>\nplan\n</think>\nDISCUSSION\nGo.\n\n```\nls\n```"
+    assert normalise_thinking(opening) == opening
+    assert normalise_thinking("DISCUSSION\nno thinking") == "DISCUSSION\nno thinking"
+    assert normalise_thinking("<think>never closed") == "<think>never closed"
+    two = "<think>a</think>\nDISCUSSION\nmid\n<think>\nb\n</think>\n```\nls\n```"
+    assert normalise_thinking(two) == "<think>\na\n\nb\n</think>\n\nDISCUSSION\nmid\n\n```\nls\n```"
+    late = "DISCUSSION\nfirst <think>late</think>\n```\nls\n```"
+    assert normalise_thinking(late) == "<think>\nlate\n</think>\n\nDISCUSSION\nfirst \n```\nls\n```"
+    assert normalise_thinking("why</think>\nDISCUSSION\nx") == "<think>\nwhy\n</think>\n\nDISCUSSION\nx"
 
 
 def test_demonstrations_never_become_training_turns() -> None:

@@ -160,6 +160,23 @@ def test_truncation_cuts_whole_trailing_turns_and_keeps_the_longest_fitting_pref
     assert rows[0]["messages"] == full and index[0]["tokens"] == lengths[-1] > limit
 
 
+def test_step_examples_over_max_seq_len_are_counted_as_left_out_not_as_truncated(ws) -> None:
+    _tasks(ws, "a")
+    ws.run(Run("a", ACTIONS, observations=[f"output {i}\n" + "value 0.5 " * 40 for i in range(5)]))
+    rows, index, stats, _ = ws.curate(name="all", examples="step", history_view="full", truncate=False)
+    lengths = [r["tokens"] for r in index]
+    assert len(rows) == len(ACTIONS) and lengths == sorted(lengths)  # the full view only grows
+
+    rows, index, stats, ctx = ws.curate(examples="step", history_view="full", max_seq_len=lengths[2])
+    assert len(rows) == 3 and stats["steps_too_long"] == 2
+    assert stats["truncated_examples"] == 0 and stats["turns_truncated"] == 0
+    assert ctx.report.metrics["steps_too_long"] == 2.0
+    # each row is one whole example: its own tokens, nothing cut from it
+    assert [(r["tokens"], r["tokens_full"], r["turns"], r["turns_truncated"]) for r in index] == [
+        (n, n, 1, 0) for n in lengths[:3]
+    ]
+
+
 def test_an_example_whose_first_turn_alone_is_too_long_is_dropped(ws, tokenizer) -> None:
     _tasks(ws, "a")
     ws.run(Run("a", ACTIONS))

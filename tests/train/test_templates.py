@@ -82,3 +82,38 @@ def test_an_unknown_template_name_lists_the_valid_ones(tiny_tokenizer):
     with pytest.raises(ConfigError, match="student.chat_template='chatmlx' is unknown.*'smollm2'.*'qwen3'"):
         install_training_template(tiny_tokenizer, "chatmlx")
     assert {"chatml", "smollm2", "native", "qwen3", "llama3"} <= set(available_templates())
+
+
+def test_curated_reasoning_reaches_the_qwen3_training_text_whole(tiny_tokenizer):
+    """TRL's qwen3 template trains the text before the first ``</think>`` as reasoning and the text
+    after the last one as the answer: curate merges a response's think blocks first."""
+    import copy
+
+    from stsc.config import CurateConfig, HistoryConfig
+    from stsc.curate.convert import build_messages
+    from stsc.train.data import tokenize_messages
+
+    tokenizer = install_training_template(copy.deepcopy(tiny_tokenizer), "qwen3")
+    response = (
+        "<think>\nalpha plan\n</think>\nDISCUSSION\nbravo middle\n<think>\ncharlie second\n</think>\n\n"
+        "```\necho delta\n```"
+    )
+    history = [
+        {"role": "system", "content": "You are a research agent."},
+        {"role": "user", "content": "Task: beat the baseline."},
+        {"role": "assistant", "content": response},
+        {"role": "user", "content": "delta"},
+    ]
+
+    def trained(messages: list[dict[str, str]]) -> str:
+        ex = tokenize_messages(tokenizer, messages)
+        return tokenizer.decode(
+            [t for t, label in zip(ex["input_ids"], ex["labels"], strict=True) if label != -100]
+        )
+
+    text = trained(build_messages(history, CurateConfig(), HistoryConfig(kind="full")))
+    for words in ("alpha plan", "bravo middle", "charlie second", "echo delta"):
+        assert words in text
+    assert text.count("<think>") == 1
+    raw = trained(history[:3])  # the response as the teacher wrote it: the middle text is lost
+    assert "bravo middle" not in raw and "alpha plan" in raw
