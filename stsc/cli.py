@@ -75,7 +75,7 @@ def _job(dict_cfg: Any) -> None:
     if cfg.dry_run:
         from stsc.plan import format_plan, make_plan
 
-        print(format_plan(make_plan(cfg)))
+        print(format_plan(make_plan(cfg, sweep_dir=_sweep_dir())))
         return
     _run(cfg, OmegaConf.to_yaml(dict_cfg, resolve=True), output_dir, secrets)
 

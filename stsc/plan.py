@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stsc.config import LLMConfig, PolicyConfig, RootConfig, TopicsConfig
 
 log = logging.getLogger(__name__)
+
+# In a ``-m`` sweep's folder: one empty file per stage key a dry-run job of the sweep has planned.
+PLANNED_DIR = ".stsc-planned"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class StagePlan:
     usd: float | None = 0.0
     model: str = ""
     note: str = ""
+    shared: bool = False  # an earlier job of the same sweep runs this stage key (counted there)
 
 
 @dataclass
@@ -54,8 +60,9 @@ class Plan:
 
     @property
     def total_usd(self) -> float | None:
-        costs = [s.usd for s in self.stages if not s.cached and s.usd is not None]
-        unknown = any(s.usd is None for s in self.stages if not s.cached)
+        runs = [s for s in self.stages if not s.cached and not s.shared]
+        costs = [s.usd for s in runs if s.usd is not None]
+        unknown = any(s.usd is None for s in runs)
         return None if unknown else sum(costs)
 
 
@@ -178,8 +185,24 @@ def eval_task_count(cfg: RootConfig, n_heldout: int) -> int:
     return n_heldout if cfg.eval.suite == "library" else len(MLGYM_TASKS)
 
 
-def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
-    """Estimate every selected stage; stages whose output is already in the store are marked cached."""
+def _first_to_plan(sweep_dir: Path, name: str, key: str) -> bool:
+    """Whether this job is the first of its sweep to plan stage ``name`` under ``key`` (atomic: with
+    parallel jobs exactly one is)."""
+    marker = sweep_dir / PLANNED_DIR / f"{name}-{key}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def make_plan(cfg: RootConfig, a: Assumptions | None = None, sweep_dir: Path | None = None) -> Plan:
+    """Estimate every selected stage; stages whose output is already in the store are marked cached.
+
+    In a ``-m`` sweep (``sweep_dir``) a stage key that an earlier job of the sweep planned is marked
+    shared: the jobs share it when they run (a forced one too: ``force`` recomputes a key once per
+    sweep), so the sweep's cost is the sum of the jobs' totals."""
     from stsc.pipeline import compute_keys, descendants, is_complete, select_stages, stage_dir
 
     a = a or Assumptions()
@@ -271,6 +294,9 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None) -> Plan:
         sp = plans.get(name) or StagePlan(name, False, 0, note="plugin stage")
         forced = name in descendants(list(cfg.force))  # force recomputes descendants too
         sp.cached = is_complete(stage_dir(cfg.store_path, name, keys[name])) and not forced
+        sp.shared = (
+            not sp.cached and sweep_dir is not None and not _first_to_plan(sweep_dir, name, keys[name])
+        )
         plan.stages.append(sp)
     return plan
 
@@ -280,7 +306,7 @@ def format_plan(plan: Plan) -> str:
     lines = ["Dry run: nothing will be executed.", "", header, "-" * len(header)]
     for s in plan.stages:
         usd = "unknown" if s.usd is None else f"{s.usd:,.2f}"
-        status = "cached" if s.cached else "run"
+        status = "cached" if s.cached else "shared" if s.shared else "run"
         what = " ".join(x for x in (s.model, f"({s.note})" if s.note else "") if x)
         lines.append(
             f"{s.name:<9} {status:<7} {s.items:>8,} {s.calls:>10,} {s.prompt_tokens:>14,} "
@@ -289,5 +315,7 @@ def format_plan(plan: Plan) -> str:
     total = plan.total_usd
     lines.append("-" * len(header))
     lines.append(f"estimated total: {'unknown (some prices missing)' if total is None else f'${total:,.2f}'}")
+    if any(s.shared for s in plan.stages):
+        lines.append("shared: run by an earlier job of this sweep and counted in its total, not here")
     lines.append(f"assumptions: {plan.assumptions}")
     return "\n".join(lines)

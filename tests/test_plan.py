@@ -54,6 +54,31 @@ def test_a_paper_recipe_dry_run_prints_stages_items_calls_tokens_and_usd(
     assert not (tmp_path / "mlruns" / "store").exists()  # nothing ran
 
 
+def test_a_sweep_dry_run_counts_each_shared_stage_key_once(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("OPENAI_API_KEY", None)
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "stsc.cli", "-m", "experiment=paper_qwen3_4b", "dry_run=true", f"root={tmp_path}",
+           "sft.learning_rate=1e-5,2e-5", "force=[rollout]", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plans = [p for p in proc.stdout.split("Dry run: nothing will be executed.")[1:]]
+    assert len(plans) == 2, proc.stdout
+
+    def status(plan: str) -> dict[str, str]:
+        rows = [line.split() for line in plan.splitlines() if line[:1].isalpha()]
+        return {row[0]: row[1] for row in rows if row[1] in ("run", "cached", "shared")}
+
+    first, second = status(plans[0]), status(plans[1])
+    upstream = ("topics", "propose", "verify", "generate", "validate", "rollout", "curate")
+    assert all(first[s] == "run" for s in first), plans[0]
+    assert [second[s] for s in upstream] == ["shared"] * len(upstream)  # the forced rollout too
+    assert [second[s] for s in ("sft", "evaluate", "report")] == ["run"] * 3
+    assert "shared: run by an earlier job" in plans[1] and "shared:" not in plans[0]
+    totals = [float(re.search(r"estimated total: \$([\d,.]+)", p).group(1).replace(",", "")) for p in plans]
+    assert totals[1] == 0.0 < totals[0]  # the second job's own stages call no priced model
+
+
 # -- estimates computed from the config --------------------------------------------------------------
 
 
