@@ -110,19 +110,15 @@ def _policy_stage(
 
 
 def _eval_methods(cfg: RootConfig) -> list[tuple[str, PolicyConfig]]:
-    """``(name, policy)`` of every evaluated method as ``stsc.evaluation.models`` builds them: the
-    ``eval.models`` entries as configured, then the base/sft students, which are local
-    (``transformers``) or served by vLLM at no charge (``llm`` with zero prices)."""
-    methods = [(m.name, m.policy) for m in cfg.eval.models]
-    for name, included in (("base", cfg.eval.include_base_student), ("sft", cfg.eval.include_sft_student)):
-        if not included:
-            continue
-        if cfg.eval.student_backend == "vllm":
-            llm = LLMConfig(model=f"hosted_vllm/{name}", input_cost_per_token=0.0, output_cost_per_token=0.0)
-            methods.append((name, PolicyConfig(kind="llm", name=name, llm=llm)))
-        else:
-            methods.append((name, PolicyConfig(kind="transformers", name=name)))
-    return methods
+    """``(name, policy)`` of every evaluated method, built as the evaluate stage builds them (a
+    placeholder stands for the checkpoints, which do not exist yet); raises ``ConfigError`` as the
+    stage would, for duplicate or reserved names."""
+    from stsc.evaluation.models import eval_methods
+
+    def checkpoint() -> Path:
+        return Path("<checkpoint>")
+
+    return [(m.name, m.policy) for m in eval_methods(cfg, sft_model=checkpoint, base_model=checkpoint)]
 
 
 def _evaluate_stage(
@@ -203,6 +199,7 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None, sweep_dir: Path | N
     In a ``-m`` sweep (``sweep_dir``) a stage key that an earlier job of the sweep planned is marked
     shared: the jobs share it when they run (a forced one too: ``force`` recomputes a key once per
     sweep), so the sweep's cost is the sum of the jobs' totals."""
+    from stsc.curate.select import subset_size
     from stsc.pipeline import compute_keys, descendants, is_complete, select_stages, stage_dir
 
     a = a or Assumptions()
@@ -219,7 +216,7 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None, sweep_dir: Path | N
         n_train = min(n_train, max(0, cfg.rollout.max_tasks))
     n_heldout = n_tasks - int(n_tasks * (1 - cfg.split.heldout_fraction))
     episodes = n_train * cfg.rollout.per_task
-    n_curated_tasks = max(0, math.ceil(cfg.curate.task_fraction * n_train - 1e-9))  # as curate's task_subset
+    n_curated_tasks = subset_size(n_train, cfg.curate.task_fraction)
     kept = int(n_curated_tasks * cfg.rollout.per_task * a.kept_fraction)
     steps = cfg.agent.max_steps * a.steps_per_episode_mean
     n_eval_tasks = eval_task_count(cfg, n_heldout)

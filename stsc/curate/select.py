@@ -36,10 +36,15 @@ class Selection:
     tasks: dict[str, int]
 
 
+def subset_size(n: int, fraction: float) -> int:
+    """How many of ``n`` tasks ``curate.task_fraction=fraction`` keeps: ``ceil(fraction * n)``."""
+    return max(0, math.ceil(fraction * n - _FRACTION_EPS))
+
+
 def task_subset(task_ids: Iterable[str], fraction: float, seed: int) -> list[str]:
-    """The ``ceil(fraction * n)`` tasks of lowest seeded rank, sorted; nested in ``fraction``."""
+    """The ``subset_size`` tasks of lowest seeded rank, sorted; nested in ``fraction``."""
     ids = sorted(set(task_ids))
-    k = max(0, math.ceil(fraction * len(ids) - _FRACTION_EPS))
+    k = subset_size(len(ids), fraction)
     ranked = sorted(ids, key=lambda t: (hashlib.sha256(f"{seed}:{t}".encode()).hexdigest(), t))
     return sorted(ranked[:k])
 
