@@ -38,6 +38,20 @@ def suggest_targets(record: VerifiedDataset) -> list[TargetSpec]:
     return list(record.targets) or heuristic_targets(record.columns)
 
 
+def nested_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns holding lists, arrays or mappings (Hub ``Sequence``, ``Image`` and ``Audio``
+    features): not scalar features, and a CSV cell cannot carry them."""
+    import numpy as np
+    from pandas.api import types as t
+
+    nested = (list, tuple, dict, set, np.ndarray)
+    return [
+        str(name)
+        for name in frame.columns
+        if t.is_object_dtype(frame[name]) and frame[name].map(lambda v: isinstance(v, nested)).any()
+    ]
+
+
 def load_frame(record: VerifiedDataset, split: str | None = None) -> pd.DataFrame:
     """The dataset of ``record`` as a DataFrame, at the verified revision.
 

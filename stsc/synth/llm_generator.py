@@ -162,11 +162,16 @@ class LLMTaskGenerator:
         return prompt, completion
 
     def generate(self, source: GenerationSource) -> GenerationResult:
-        """One draft for ``source``, or a ``malformed_output`` drop. Raises ``HubError`` when the
-        table cannot be loaded, ``LLMError`` when the model cannot be reached."""
-        from stsc.hub.frames import load_frame
+        """One draft for ``source``, or a ``malformed_output`` drop; columns of lists or mappings are
+        left out of the table. Raises ``HubError`` when the table cannot be loaded, ``LLMError``
+        when the model cannot be reached."""
+        from stsc.hub.frames import load_frame, nested_columns
 
         frame = load_frame(source.record)
+        nested = nested_columns(frame)
+        if nested:  # a CSV cell cannot carry lists or mappings (Hub Sequence, Image features)
+            log.info("generate: %s: leaving out columns of lists or mappings: %s", source.key, nested)
+            frame = frame.drop(columns=nested)
         keep = max(1e-9, 1.0 - self.cfg.valid_fraction - self.cfg.test_fraction)
         cap = int(self.cfg.max_train_rows / keep) + 1
         raw = frame.sample(n=min(cap, len(frame)), random_state=item_seed(self.seed, source.key) % 2**31)

@@ -221,12 +221,20 @@ def typed_targets(frame: pd.DataFrame, targets: Iterable[TargetSpec]) -> list[Ta
 
 def labelled_table(frame: pd.DataFrame, target: TargetSpec) -> pd.DataFrame:
     """Rows with a usable label, without the columns that leak it: the record's ``exclude_features``,
-    the source's row ids (``row_id_columns``) and restatements of the label (``proxy_columns``)."""
+    the source's row ids (``row_id_columns``) and restatements of the label (``proxy_columns``),
+    and without the columns of lists or mappings (``nested_columns``)."""
     import pandas as pd
+
+    from stsc.hub.frames import nested_columns
 
     if target.column == ID_COLUMN:
         raise UnusableDatasetError("target_is_id", f"the target column is named {ID_COLUMN!r}, the row id")
-    frame = frame.drop(columns=[c for c in target.exclude_features if c in frame.columns])
+    nested = nested_columns(frame)
+    if target.column in nested:
+        raise UnusableDatasetError("nested_target", f"target {target.column!r} holds lists or mappings")
+    if nested:
+        log.info("%s: leaving out columns of lists or mappings: %s", target.column, nested)
+    frame = frame.drop(columns=[c for c in [*target.exclude_features, *nested] if c in frame.columns])
     frame = frame.drop(columns=row_id_columns(frame, target.column))
     if target.task_type == TaskType.REGRESSION:
         frame = frame.assign(**{target.column: pd.to_numeric(frame[target.column], errors="coerce")})
@@ -372,10 +380,14 @@ def _csv(frame: pd.DataFrame) -> str:
 
 def usable_table(frame: pd.DataFrame, target: TargetSpec) -> pd.DataFrame:
     """``labelled_table``, or ``UnusableDatasetError`` when the table cannot make a task for
-    ``target`` (column missing, too few labelled rows, a constant target)."""
+    ``target`` (column missing, no feature column, too few labelled rows, a constant target)."""
     if target.column not in frame.columns:
         raise UnusableDatasetError("missing_target", f"target {target.column!r} is not a column of the table")
     table = labelled_table(frame, target)
+    if len(table.columns) < 2:
+        raise UnusableDatasetError(
+            "no_features", f"no scalar feature column is left to predict {target.column!r}"
+        )
     if len(table) < MIN_ROWS:
         raise UnusableDatasetError("too_few_rows", f"{len(table)} labelled rows for target {target.column!r}")
     if table[target.column].nunique() < 2:

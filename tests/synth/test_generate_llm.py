@@ -115,3 +115,18 @@ def test_a_rerun_skips_items_already_generated(tmp_path, records, openai_server)
     run_generate(cfg, again)
     assert len(openai_server.chat_requests) == calls
     assert again.report.items_in == 1 and again.report.items_out == 1
+
+
+def test_columns_of_lists_or_mappings_stay_out_of_the_prompt_and_the_raw_table(tmp_path, openai_server):
+    from tests.synth.conftest import TABLES, make_record
+
+    load, targets = TABLES["sklearn/iris"]
+    frame = load().assign(tokens=[["petal", str(i)] for i in range(150)])  # a Hub Sequence feature
+    record = make_record("sklearn/iris", frame, targets, tmp_path / "tables")
+    openai_server.push(task_answer())
+    cfg, ctx = _stage(tmp_path, [record], openai_server)
+    run_generate(cfg, ctx)
+    [folder] = list((ctx.out_dir / "tasks").iterdir())
+    header = (folder / "build" / "raw" / "data.csv").read_text().splitlines()[0]
+    assert header == "sepal_length,sepal_width,petal_length,petal_width,species"
+    assert "tokens" not in openai_server.chat_requests[0].messages[0]["content"]

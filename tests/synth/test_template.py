@@ -280,3 +280,28 @@ def test_an_integer_target_with_many_values_is_regression(tmp_path):
     metas = {m.target: m for m in (load_task(tmp_path / "tasks" / t).meta for t in row["task_ids"])}
     assert (metas["price"].task_type, metas["price"].metric) == ("regression", "rmse")
     assert metas["grade"].task_type == "classification"
+
+
+def test_columns_of_lists_or_mappings_are_left_out_of_the_task(tmp_path):
+    load, targets = TABLES["sklearn/iris"]
+    frame = load()
+    frame["tokens"] = [["petal", str(i)] for i in range(len(frame))]  # a Hub Sequence feature
+    frame["image"] = [{"bytes": b"\x89PNG", "path": None} for _ in range(len(frame))]  # an Image feature
+    record = make_record("sklearn/iris", frame, targets, tmp_path / "tables")
+    gen = TemplateGenerator(GeneratorConfig(tasks_per_dataset=1), seed=0)
+    [source] = build_sources([record], gen.per, {})
+    row = generate_one(gen, source, tmp_path / "tasks")
+    assert row["task_ids"] == ["sklearn-iris-species-accuracy"] and row["drops"] == []
+    task = load_task(tmp_path / "tasks" / row["task_ids"][0])
+    train = pd.read_csv(task.workspace / "data" / "train.csv")
+    assert not {"tokens", "image"} & set(train.columns) and "petal_length" in train.columns
+
+
+def test_a_table_with_no_scalar_feature_is_dropped_with_its_reason(tmp_path):
+    load, targets = TABLES["sklearn/iris"]
+    frame = load()[["species"]].assign(embedding=[[0.1, 0.2]] * 150)
+    record = make_record("sklearn/iris", frame, targets, tmp_path / "tables")
+    gen = TemplateGenerator(GeneratorConfig(tasks_per_dataset=1), seed=0)
+    [source] = build_sources([record], gen.per, {})
+    row = generate_one(gen, source, tmp_path / "tasks")
+    assert row["task_ids"] == [] and [d["reason"] for d in row["drops"]] == ["no_features"]
