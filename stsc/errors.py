@@ -22,7 +22,10 @@ class SandboxError(StscError):
 
 
 class LLMError(StscError):
-    """A model call failed after its retries (provider down, bad credentials, ...)."""
+    """A model call failed after its retries (provider down, bad credentials, ...). ``cost_usd``:
+    what its attempts were billed all the same (replies without a choice)."""
+
+    cost_usd: float = 0.0
 
 
 class BudgetExceededError(LLMError):

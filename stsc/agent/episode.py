@@ -276,7 +276,12 @@ class Episode:
 
     async def _call(self, messages: list[dict[str, str]]) -> PolicyReply:
         self._end_turn()
-        reply = await self.policy.act(messages, seed=self.seed)
+        try:
+            reply = await self.policy.act(messages, seed=self.seed)
+        except LLMError as e:
+            if e.cost_usd:  # billed attempts that never answered
+                self.stats.add(0, 0, e.cost_usd)
+            raise
         await self._take_turn()
         self.stats.add(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
         if 0 < self.cfg.cost_limit_usd < self.stats.task_cost:

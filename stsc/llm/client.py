@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import random
 import re
@@ -123,6 +124,9 @@ class LLMClient:
         entries of identical prompts that must be sampled independently (e.g. the index of
         repeated episodes). ``meta`` labels the call for the ``on_call`` hook and the debug log.
 
+        The answer's ``cost_usd`` includes what its failed attempts were billed (replies without
+        a choice), as does ``LLMError.cost_usd`` when no attempt answered.
+
         Raises MissingAPIKeyError, BudgetExceededError (nothing sent), ContextLimitError, LLMError
         (after the retries, or at once for a non-retryable error); TypeError for a reserved option.
         """
@@ -139,8 +143,9 @@ class LLMClient:
         try:
             completion = await self._call_with_retries(messages, params, api_key, attempts)
         except LLMError as exc:
-            if not isinstance(exc, BudgetExceededError):
-                self._usage.bump(failures=1)
+            budget = isinstance(exc, BudgetExceededError)
+            self._usage.bump(failures=int(not budget), cost_usd=exc.cost_usd)
+            if not budget:
                 self._emit(
                     CallEvent(
                         self.cfg.model, messages, public_params(params), meta, None, str(exc), attempts[0]
@@ -182,35 +187,48 @@ class LLMClient:
     async def _call_with_retries(
         self, messages: list[dict[str, Any]], params: dict[str, Any], api_key: str | None, attempts: list[int]
     ) -> Completion:
-        while True:
-            async with self._semaphore():
-                self._check_budget()
-                attempts[0] += 1
-                try:
-                    return await self._send(messages, params, api_key)
-                except Exception as exc:
-                    failure = classify_failure(exc)
-                    if failure is None:
-                        raise
-                    error = exc
-            message = redact(f"{self.cfg.model}: {type(error).__name__}: {error}", api_key)
-            cause = None if api_key and api_key in str(error) else error
-            if failure is Failure.CONTEXT:
-                raise ContextLimitError(message) from cause
-            if failure is Failure.REFUSED:
-                raise ContentRefusedError(message) from cause
-            if failure is Failure.REJECTED:
-                raise RequestRejectedError(
-                    f"{message}. The provider rejects the request itself, so no retry is made: check "
-                    "llm.model, llm.api_base, the API key and llm.extra"
-                ) from cause
-            if failure is Failure.FATAL or attempts[0] > self.cfg.max_retries:
-                tried = f" (after {attempts[0]} attempts)" if attempts[0] > 1 else ""
-                raise LLMError(message + tried) from cause
-            delay = self._backoff(attempts[0], error)
-            logger.warning("%s; retry %d/%d in %.2fs", message, attempts[0], self.cfg.max_retries, delay)
-            self._usage.bump(retries=1)
-            await asyncio.sleep(delay)
+        billed = 0.0  # by attempts that did not answer
+        try:
+            while True:
+                async with self._semaphore():
+                    self._check_budget(billed)
+                    attempts[0] += 1
+                    try:
+                        completion = await self._send(messages, params, api_key)
+                        return dataclasses.replace(completion, cost_usd=completion.cost_usd + billed)
+                    except EmptyReplyError as exc:
+                        billed += exc.cost_usd
+                        failure, error = Failure.RETRY, exc
+                    except Exception as exc:
+                        failure = classify_failure(exc)
+                        if failure is None:
+                            raise
+                        error = exc
+                await asyncio.sleep(self._fail_or_wait(failure, error, api_key, attempts[0]))
+        except LLMError as exc:
+            exc.cost_usd = billed
+            raise
+
+    def _fail_or_wait(self, failure: Failure, error: Exception, api_key: str | None, attempt: int) -> float:
+        """Raise the error ``failure`` calls for, or log the retry that follows and return its delay."""
+        message = redact(f"{self.cfg.model}: {type(error).__name__}: {error}", api_key)
+        cause = None if api_key and api_key in str(error) else error
+        if failure is Failure.CONTEXT:
+            raise ContextLimitError(message) from cause
+        if failure is Failure.REFUSED:
+            raise ContentRefusedError(message) from cause
+        if failure is Failure.REJECTED:
+            raise RequestRejectedError(
+                f"{message}. The provider rejects the request itself, so no retry is made: check "
+                "llm.model, llm.api_base, the API key and llm.extra"
+            ) from cause
+        if failure is Failure.FATAL or attempt > self.cfg.max_retries:
+            tried = f" (after {attempt} attempts)" if attempt > 1 else ""
+            raise LLMError(message + tried) from cause
+        delay = self._backoff(attempt, error)
+        logger.warning("%s; retry %d/%d in %.2fs", message, attempt, self.cfg.max_retries, delay)
+        self._usage.bump(retries=1)
+        return delay
 
     async def _send(
         self, messages: list[dict[str, Any]], params: dict[str, Any], api_key: str | None
@@ -237,9 +255,9 @@ class LLMClient:
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         cost = self._cost(response, prompt_tokens, completion_tokens)
         if not getattr(response, "choices", None):  # billed all the same; asking again may answer
-            self._usage.bump(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+            self._usage.bump(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             raise EmptyReplyError(
-                f"{cfg.model} answered without a choice ({prompt_tokens}+{completion_tokens} tokens)"
+                f"{cfg.model} answered without a choice ({prompt_tokens}+{completion_tokens} tokens)", cost
             )
         choice = response.choices[0]
         return Completion(
@@ -271,8 +289,8 @@ class LLMClient:
                 )
             return 0.0
 
-    def _check_budget(self) -> None:
-        spent = self._usage.cost_usd
+    def _check_budget(self, pending_usd: float = 0.0) -> None:
+        spent = self._usage.cost_usd + pending_usd
         if self.budget_usd is not None and spent >= self.budget_usd:
             raise BudgetExceededError(
                 f"{self.cfg.model}: budget ${self.budget_usd:.4f} spent (${spent:.4f}); no new calls "

@@ -143,7 +143,12 @@ def resolve_api_key(cfg: LLMConfig) -> str | None:
 
 
 class EmptyReplyError(Exception):
-    """A successful response without any choice (a provider glitch): retried like a 5xx."""
+    """A successful response without any choice (a provider glitch): retried like a 5xx. It was
+    billed: ``cost_usd``."""
+
+    def __init__(self, message: str, cost_usd: float):
+        super().__init__(message)
+        self.cost_usd = cost_usd
 
 
 def classify_failure(exc: BaseException) -> Failure | None:

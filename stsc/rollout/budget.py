@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from stsc.agent.policies import Policy, PolicyReply
-from stsc.errors import BudgetExceededError
+from stsc.errors import BudgetExceededError, LLMError
 from stsc.rollout.folders import Spend
 
 
@@ -95,7 +95,11 @@ class BudgetedPolicy:
         reason = self.ledger.exhausted(self.task_id)
         if reason is not None:
             raise BudgetExceededError(reason)
-        reply = await self.policy.act(messages, seed=seed)
+        try:
+            reply = await self.policy.act(messages, seed=seed)
+        except LLMError as e:
+            self.ledger.charge(self.task_id, e.cost_usd)  # billed attempts that never answered
+            raise
         self.ledger.charge(self.task_id, reply.cost_usd)
         if self.on_reply is not None:
             self.on_reply(reply)

@@ -168,9 +168,18 @@ def test_a_success_without_choices_is_billed_and_retried(make_client, openai_ser
              "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}  # fmt: skip
     openai_server.push(Reply(body=empty), "second time lucky")
     client = make_client()
-    assert client.complete(USER).text == "second time lucky"
+    answer = client.complete(USER)
+    assert answer.text == "second time lucky"
     assert len(openai_server.chat_requests) == 2 and client.usage.retries == 1
     assert client.usage.prompt_tokens >= 5 and client.usage.cost_usd > 5e-3 + 7 * 2e-3 - 1e-12
+    # the answer carries what its unanswered attempt cost, counted once in the usage
+    answered = answer.prompt_tokens * 1e-3 + answer.completion_tokens * 2e-3
+    assert answer.cost_usd == pytest.approx(answered + 5e-3 + 7 * 2e-3) == client.usage.cost_usd
+
+    openai_server.push(*[Reply(body=empty)] * 2)
+    with pytest.raises(LLMError) as failed:
+        make_client(max_retries=1).complete([{"role": "user", "content": "again"}])
+    assert failed.value.cost_usd == pytest.approx(2 * (5e-3 + 7 * 2e-3))
 
 
 def test_a_lone_surrogate_in_a_reply_is_replaced_so_the_conversation_goes_on(

@@ -10,6 +10,7 @@ import pytest
 
 from stsc.rollout import run_rollout
 from stsc.rollout.budget import SpendLedger, tightest
+from stsc.rollout.folders import RolloutFolders
 from tests.agent.conftest import command
 from tests.fakes.openai_server import count_words
 from tests.rollout.conftest import agent_turn, rollout_config, stage_context
@@ -124,3 +125,25 @@ def test_the_spend_of_a_snapshot_torn_by_a_crash_is_read_from_its_intact_end(tmp
     # nothing to recover: counted as nothing, as before
     path.write_bytes(newer[: len(newer) // 2])
     assert traj_spend(tmp_path)[1].cost_usd == 0.0
+
+
+def test_billed_replies_without_a_choice_count_against_the_budget_and_stay_on_disk(
+    library: Path, openai_server, tmp_path: Path
+) -> None:
+    from tests.fakes.openai_server import Reply
+
+    empty = {"id": "x", "object": "chat.completion", "created": 0, "model": "fake-model", "choices": [],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}  # fmt: skip
+    openai_server.push(*[Reply(body=empty)] * 40)
+    cfg = rollout_config(tmp_path, openai_server, per_task=1, concurrency=1, max_infra_retries=1)
+    cfg.teacher.llm.input_cost_per_token, cfg.teacher.llm.output_cost_per_token = 0.001, PRICE
+    ctx = stage_context(tmp_path, library)
+    run_rollout(cfg, ctx)
+
+    # every call was billed and none answered: the episodes end exit_api, their spend recorded
+    calls = len(openai_server.chat_requests)
+    assert calls > 0 and ctx.report.items_out == 0
+    billed = calls * (5 * 0.001 + 7 * PRICE)
+    assert ctx.report.cost_usd == pytest.approx(billed) == _cost_of(ctx.out_dir)
+    restored = RolloutFolders(ctx.out_dir).spend_by_task([])  # what a rerun starts from
+    assert SpendLedger(None, None, restored).total_usd == pytest.approx(billed)
