@@ -32,7 +32,7 @@ from stsc.config import RootConfig
 from stsc.errors import BudgetExceededError, HubError, LLMError, ModelOutputError, StageError
 from stsc.hub.records import Decision, Proposal, TargetSpec, VerifiedDataset
 from stsc.store import JsonlJournal, StageContext, iter_jsonl
-from stsc.synth.task import META_FILE, TaskDraft, TaskMeta, write_task
+from stsc.synth.task import MAX_TASK_ID, META_FILE, TaskDraft, TaskMeta, write_task
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def unique_id(draft: TaskDraft, tasks_dir: Path) -> TaskDraft:
     if _identity(existing) == _identity(draft.meta):
         return draft
     suffix = hashlib.sha256(repr(_identity(draft.meta)).encode()).hexdigest()[:6]
-    task_id = f"{draft.task_id}-{suffix}"
+    task_id = f"{draft.task_id[: MAX_TASK_ID - 7].rstrip('-')}-{suffix}"
     log.warning("generate: %s is taken by another task; this one is %s", draft.task_id, task_id)
     return dataclasses.replace(
         draft,

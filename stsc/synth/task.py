@@ -17,6 +17,7 @@ time is spent on it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,7 +46,8 @@ DATA_FILES = ("train.csv", "validation.csv", "test.csv")
 PRIVATE_ENV = "STSC_PRIVATE_DIR"
 CSV_ENTRYPOINT = "CSVSubmissionTasks"
 STARTER_CODE = (f"{WORKSPACE}/baseline.py", f"{WORKSPACE}/evaluate.py", f"{WORKSPACE}/sample_submission.csv")
-_TASK_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
+MAX_TASK_ID = 80  # characters
+_TASK_ID = re.compile(rf"^[a-z0-9][a-z0-9-]{{0,{MAX_TASK_ID - 1}}}$")
 
 
 class _Model(BaseModel):
@@ -312,7 +314,9 @@ def _config_problems(task: Task, require_data: bool) -> list[str]:
     cfg, meta, folder = task.config, task.meta, task.path
     problems = description_problems(cfg.description)
     if not _TASK_ID.match(cfg.id):
-        problems.append(f"task id {cfg.id!r} must be lower-case letters, digits and '-' (<= 80 chars)")
+        problems.append(
+            f"task id {cfg.id!r} must be lower-case letters, digits and '-' (<= {MAX_TASK_ID} chars)"
+        )
     if cfg.id != folder.name:
         problems.append(f"task id {cfg.id!r} differs from its folder name {folder.name!r}")
     if meta.task_id != cfg.id:
@@ -364,6 +368,15 @@ def require_valid(folder: Path, require_data: bool = True, require_score: bool =
         listing = "\n  - ".join(problems)
         raise TaskFormatError(f"task folder {folder} breaks the task contract:\n  - {listing}")
     return load_task(folder)
+
+
+def fit_id(task_id: str, max_len: int = MAX_TASK_ID) -> str:
+    """``task_id`` when it has at most ``max_len`` characters, else cut to fit with 6 hex of the
+    whole id's sha256 at its end (ids that share a long prefix stay distinct)."""
+    if len(task_id) <= max_len:
+        return task_id
+    digest = hashlib.sha256(task_id.encode()).hexdigest()[:6]
+    return f"{task_id[: max_len - 7].rstrip('-')}-{digest}"
 
 
 def slug(text: str, max_len: int = 40) -> str:

@@ -32,6 +32,7 @@ from stsc.synth.task import (
     TaskConfig,
     TaskDraft,
     TaskMeta,
+    fit_id,
     slug,
 )
 
@@ -423,7 +424,7 @@ def build_task(
     dataset_id = record.dataset_id or record.requested_id
     splits = split_table(usable_table(frame, target), cfg, item_seed(seed, dataset_id, target.column))
     info = METRICS[plan.metric]
-    task_id = f"{slug(dataset_id)}-{slug(target.column, 24)}-{slug(plan.metric)}"
+    task_id = fit_id(f"{slug(dataset_id)}-{slug(target.column, 24)}-{slug(plan.metric)}")
     ds_name = f"{slug(dataset_id).replace('-', '_')}_{slug(target.column, 24).replace('-', '_')}"
     config = TaskConfig(
         id=task_id,

@@ -305,3 +305,25 @@ def test_a_table_with_no_scalar_feature_is_dropped_with_its_reason(tmp_path):
     [source] = build_sources([record], gen.per, {})
     row = generate_one(gen, source, tmp_path / "tasks")
     assert row["task_ids"] == [] and [d["reason"] for d in row["drops"]] == ["no_features"]
+
+
+def test_long_dataset_and_target_names_still_make_valid_distinct_task_ids(tmp_path):
+    from stsc.synth.task import check_task_folder
+
+    load, _ = TABLES["sklearn/iris"]
+    frame = load()
+    columns = ["species_of_the_iris_flower_as_recorded", "species_of_the_iris_flower_as_labelled"]
+    for column in columns:
+        frame[column] = frame["species"]
+    frame = frame.drop(columns=["species"])
+    targets = [TargetSpec(column=c, task_type=CLS) for c in columns]
+    dataset_id = "botanical-measurements-institute/iris-flower-morphology-collection"
+    record = make_record(dataset_id, frame, targets, tmp_path / "tables")
+    gen = TemplateGenerator(GeneratorConfig(tasks_per_dataset=6), seed=0)
+    [source] = build_sources([record], gen.per, {})
+    row = generate_one(gen, source, tmp_path / "tasks")
+    assert len(set(row["task_ids"])) == 6 and row["drops"] == []
+    for task_id in row["task_ids"]:
+        problems = check_task_folder(tmp_path / "tasks" / task_id, require_score=False)
+        assert problems == [], (task_id, problems)
+    assert generate_one(gen, source, tmp_path / "tasks")["task_ids"] == row["task_ids"]  # a resumed run
