@@ -70,9 +70,9 @@ def _usd(llm: LLMConfig, prompt: int, completion: int) -> float | None:
     if llm.input_cost_per_token is not None and llm.output_cost_per_token is not None:
         return prompt * llm.input_cost_per_token + completion * llm.output_cost_per_token
     try:
-        import litellm
+        from stsc.llm.providers import load_litellm
 
-        p, c = litellm.cost_per_token(model=llm.model, prompt_tokens=prompt, completion_tokens=completion)
+        p, c = load_litellm().cost_per_token(model=llm.model, prompt_tokens=prompt, completion_tokens=completion)
         return p + c
     except Exception:  # litellm raises a bare Exception for models missing from its price map
         log.info("no price known for %s; set input/output_cost_per_token to estimate it", llm.model)

@@ -47,7 +47,12 @@ class Failure(Enum):
 
 
 def load_litellm() -> Any:
-    """Import litellm (seconds, so only when a call needs it) with its help banners off."""
+    """Import litellm (seconds, so only when a call needs it) with its help banners off.
+
+    Prices come from the map shipped in the pinned litellm release unless
+    ``LITELLM_LOCAL_MODEL_COST_MAP`` is set otherwise: the same prices on every run and machine,
+    and no download (retried for seconds offline) at import."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     litellm.suppress_debug_info = True  # otherwise litellm prints a banner on stdout for every error
