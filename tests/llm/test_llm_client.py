@@ -589,3 +589,19 @@ def _rows(folder: Path) -> dict[str, str]:
     """key -> JSON record of every cached answer under ``folder``."""
     with closing(sqlite3.connect(folder / DB_NAME)) as db:
         return dict(db.execute("SELECT key, record FROM responses"))
+
+
+def test_litellm_prices_come_from_its_shipped_map_without_a_download() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    code = (
+        "import os; from stsc.llm.providers import load_litellm; m = load_litellm(); "
+        "print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'], 'openai/gpt-5' in m.model_cost or 'gpt-5' in m.model_cost)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]
+    assert "model cost map" not in done.stderr  # no fetch attempted (offline it warns and retries)
