@@ -7,8 +7,9 @@ catalog datasets by area and keywords, deterministically and without a model; to
 matches are dropped with reason ``no_catalog_match``.
 
 Outputs (in ``ctx.out_dir``): ``proposals.jsonl`` (``Proposal`` rows); in llm mode also
-``items/<topic_id>.json`` per topic (the proposal or the drop, attempts, prompt hashes), written as
-soon as the topic is decided so a rerun skips it.
+``items/<topic_id>.json`` per topic (the proposal or the drop, attempts, prompt hashes, tokens and
+USD), written as soon as the topic is decided so a rerun skips it; a rerun reports the usage of
+those items too, and ``propose.llm.budget_usd`` counts their spend.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _DATASET_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 MIN_RELATIVE_SCORE = 0.5  # catalog mode: weaker candidates than half the best match are left out
 DEFAULT_METRIC = {TaskType.CLASSIFICATION: ("accuracy", True), TaskType.REGRESSION: ("rmse", False)}
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cost_usd")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -249,15 +252,23 @@ def propose_one(
     client: Any, topic: Topic, cfg: RootConfig, catalog: list[dict[str, Any]], report: StageReport
 ) -> dict[str, Any]:
     """The item record of one topic: ``{"status": "ok", "proposal": ...}`` or
-    ``{"status": "dropped", "reason": "malformed_output", ...}``, with attempts and prompt hashes."""
+    ``{"status": "dropped", "reason": "malformed_output", ...}``, with attempts, prompt hashes and
+    ``usage`` (tokens and USD of the calls sent for it, also added to ``report``)."""
     variables = {
         "topic": topic.model_dump(),
         "hub_kind": cfg.hub.kind,
         "catalog": catalog,
         "max_candidates": cfg.propose.max_candidates,
     }
-    answer = ask_json(client, cfg.propose.prompt, variables, ProposalDraft, cfg.propose.max_attempts, report)
-    item: dict[str, Any] = {"topic_id": topic.id, "errors": answer.errors, "prompts": answer.prompts}
+    spent = StageReport(stage=report.stage)
+    answer = ask_json(client, cfg.propose.prompt, variables, ProposalDraft, cfg.propose.max_attempts, spent)
+    report.add_usage(spent.prompt_tokens, spent.completion_tokens, spent.cost_usd)
+    item: dict[str, Any] = {
+        "topic_id": topic.id,
+        "errors": answer.errors,
+        "prompts": answer.prompts,
+        "usage": {k: getattr(spent, k) for k in USAGE_KEYS},
+    }
     if answer.value is None:
         return item | {"status": "dropped", "reason": "malformed_output", "proposal": None}
     draft: ProposalDraft = answer.value  # type: ignore[assignment]
@@ -281,8 +292,14 @@ def _propose_with_llm(
 ) -> list[Proposal]:
     from stsc.llm import LLMClient
 
+    done = {t.id: read_json(p) for t in topics if (p := ctx.out_dir / "items" / f"{t.id}.json").exists()}
+    usage = [item.get("usage") or {} for item in done.values()]  # items of earlier runs of the stage
+    ctx.report.add_usage(*(sum(u.get(k, 0) for u in usage) for k in USAGE_KEYS))
+    budget = cfg.propose.llm.budget_usd
     client = LLMClient(
-        cfg.propose.llm, cache_dir=ctx.store / "llm_cache", budget_usd=cfg.propose.llm.budget_usd
+        cfg.propose.llm,
+        cache_dir=ctx.store / "llm_cache",
+        budget_usd=None if budget is None else max(0.0, budget - ctx.report.cost_usd),
     )
     client.check_credentials()
     catalog = _catalog_listing(entries) if cfg.hub.kind == "offline" else []
@@ -290,8 +307,8 @@ def _propose_with_llm(
     try:
         for i, topic in enumerate(topics):
             path = ctx.out_dir / "items" / f"{topic.id}.json"
-            if path.exists():
-                item = read_json(path)
+            if topic.id in done:
+                item = done[topic.id]
             else:
                 try:
                     item = propose_one(client, topic, cfg, catalog, ctx.report)

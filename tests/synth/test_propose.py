@@ -203,3 +203,24 @@ def test_schema_errors_name_the_offending_field() -> None:
 )
 def test_the_json_object_is_found_around_braces_in_other_text(reply: str) -> None:
     assert extract_json(reply) == {"a": 1}
+
+
+def test_a_resumed_llm_run_keeps_the_budget_and_reports_the_spend_of_earlier_runs(
+    tmp_path: Path, openai_server: FakeOpenAIServer
+) -> None:
+    openai_server.push(json.dumps(VALID), json.dumps(VALID))
+    cfg = _llm_cfg(tmp_path, openai_server)
+    cfg.propose.llm.budget_usd = 1e-9  # the first call spends it
+    topics = _topics_dir(tmp_path, TOPICS[:2])
+    first, proposals = _run(tmp_path, cfg, topics)
+    assert len(proposals) == 1 and dict(first.report.drops) == {"budget_exceeded": 1}
+    assert len(openai_server.chat_requests) == 1 and first.report.cost_usd > 0
+
+    again, resumed = _run(tmp_path, cfg, topics)  # a rerun of the same stage folder
+    assert len(openai_server.chat_requests) == 1, "the budget spent before the rerun still counts"
+    assert resumed == proposals and dict(again.report.drops) == {"budget_exceeded": 1}
+    assert (again.report.prompt_tokens, again.report.completion_tokens) == (
+        first.report.prompt_tokens,
+        first.report.completion_tokens,
+    )
+    assert again.report.cost_usd == pytest.approx(first.report.cost_usd)
