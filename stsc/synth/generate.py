@@ -85,8 +85,9 @@ class TaskGenerator(Protocol):
         ...
 
 
-def make_generator(cfg: RootConfig, store: Path, seed: int) -> TaskGenerator:
-    """The generator named by ``cfg.generator.kind`` (``template`` or ``llm``)."""
+def make_generator(cfg: RootConfig, store: Path, seed: int, spent_usd: float = 0.0) -> TaskGenerator:
+    """The generator named by ``cfg.generator.kind`` (``template`` or ``llm``); ``spent_usd`` (the
+    spend of earlier runs of the stage) counts against ``generator.llm.budget_usd``."""
     if cfg.generator.kind == "template":
         from stsc.synth.template import TemplateGenerator
 
@@ -94,7 +95,7 @@ def make_generator(cfg: RootConfig, store: Path, seed: int) -> TaskGenerator:
     if cfg.generator.kind == "llm":
         from stsc.synth.llm_generator import LLMTaskGenerator
 
-        return LLMTaskGenerator.from_config(cfg.generator, store, seed)
+        return LLMTaskGenerator.from_config(cfg.generator, store, seed, spent_usd)
     raise StageError(f"generator.kind={cfg.generator.kind!r} is not valid; choose one of ['template', 'llm']")
 
 
@@ -220,16 +221,18 @@ def generate_one(generator: TaskGenerator, source: GenerationSource, tasks_dir: 
 
 
 def run_generate(cfg: RootConfig, ctx: StageContext) -> None:
-    """Stage ``generate`` (see module doc). Resumable: items in ``generated.jsonl`` are skipped.
+    """Stage ``generate`` (see module doc). Resumable: items in ``generated.jsonl`` are skipped, and
+    their cost counts against ``generator.llm.budget_usd``.
 
     Raises ``StageError`` when the verify output is missing.
     """
     verify_dir = ctx.input("verify")
-    generator = make_generator(cfg, ctx.store, ctx.seed)
+    journal = JsonlJournal(ctx.out_dir / JOURNAL_FILE)
+    rows = journal.read()
+    done = {row["key"] for row in rows}
+    generator = make_generator(cfg, ctx.store, ctx.seed, sum(row["cost_usd"] for row in rows))
     proposals = read_proposal_index(ctx.inputs.get("propose"))
     sources = build_sources(read_verified(verify_dir), generator.per, proposals)
-    journal = JsonlJournal(ctx.out_dir / JOURNAL_FILE)
-    done = {row["key"] for row in journal.read()}
     todo = [s for s in sources if s.key not in done]
     tasks_dir = ctx.out_dir / TASKS_DIR
     lock = threading.Lock()

@@ -147,10 +147,16 @@ class LLMTaskGenerator:
         self.name = f"llm:{cfg.llm.model}"
 
     @classmethod
-    def from_config(cls, cfg: GeneratorConfig, store: Path, seed: int) -> LLMTaskGenerator:
+    def from_config(
+        cls, cfg: GeneratorConfig, store: Path, seed: int, spent_usd: float = 0.0
+    ) -> LLMTaskGenerator:
+        """A generator whose ``generator.llm.budget_usd`` is what is left after ``spent_usd`` (the
+        spend of earlier runs of the stage)."""
         from stsc.llm import LLMClient
 
-        return cls(cfg, LLMClient(cfg.llm, cache_dir=Path(store) / "llm_cache"), seed)
+        budget = cfg.llm.budget_usd
+        left = None if budget is None else max(0.0, budget - spent_usd)
+        return cls(cfg, LLMClient(cfg.llm, cache_dir=Path(store) / "llm_cache", budget_usd=left), seed)
 
     def _ask(self, template: str, salt: str | None = None, **variables: Any) -> tuple[Any, Any]:
         from stsc.prompts import render

@@ -130,3 +130,17 @@ def test_columns_of_lists_or_mappings_stay_out_of_the_prompt_and_the_raw_table(t
     header = (folder / "build" / "raw" / "data.csv").read_text().splitlines()[0]
     assert header == "sepal_length,sepal_width,petal_length,petal_width,species"
     assert "tokens" not in openai_server.chat_requests[0].messages[0]["content"]
+
+
+def test_a_resumed_run_keeps_the_budget_spent_before_it(tmp_path, records, openai_server):
+    openai_server.push(task_answer(), task_answer())
+    cfg, ctx = _stage(tmp_path, records[:1], openai_server)
+    cfg.generator.llm.budget_usd = 1e-9  # the first call spends it
+    run_generate(cfg, ctx)
+    assert ctx.report.items_out == 1 and len(openai_server.chat_requests) == 1
+    # The run was stopped before the second dataset's turn came; the rerun finds it.
+    write_verify_output(tmp_path, records)
+    again = make_ctx(tmp_path, "generate", ctx.inputs)
+    run_generate(cfg, again)
+    assert len(openai_server.chat_requests) == 1, "the budget spent before the rerun still counts"
+    assert dict(again.report.drops) == {"budget_exceeded": 1} and again.report.items_out == 1
