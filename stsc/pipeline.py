@@ -58,6 +58,8 @@ KEY_EXCLUDE_NAMES = frozenset(
         "progress_interval_s",
         "bundles",
         "max_infra_retries",
+        "dataset_num_proc",
+        "main_process_port",
     }
 )
 # Under a sweep's folder: one empty file per stage key a job of the sweep has forced.

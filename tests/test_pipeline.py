@@ -91,6 +91,13 @@ def test_labels_and_concurrency_do_not_change_keys(tmp_path: Path) -> None:
     assert compute_keys(a) == compute_keys(b)
 
 
+def test_how_training_is_parallelised_does_not_change_keys(tmp_path: Path) -> None:
+    a, b = _cfg(tmp_path), _cfg(tmp_path)
+    b.sft.dataset_num_proc = 8  # processes tokenizing the SFT set: the same rows
+    b.sft.main_process_port = 29511  # accelerate's rendezvous port
+    assert compute_keys(a)["sft"] == compute_keys(b)["sft"]
+
+
 def test_sandbox_limits_change_the_keys_of_stages_that_run_untrusted_code(tmp_path: Path) -> None:
     a = _cfg(tmp_path)
     b = _cfg(tmp_path)
