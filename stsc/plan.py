@@ -72,7 +72,9 @@ def _usd(llm: LLMConfig, prompt: int, completion: int) -> float | None:
     try:
         from stsc.llm.providers import load_litellm
 
-        p, c = load_litellm().cost_per_token(model=llm.model, prompt_tokens=prompt, completion_tokens=completion)
+        p, c = load_litellm().cost_per_token(
+            model=llm.model, prompt_tokens=prompt, completion_tokens=completion
+        )
         return p + c
     except Exception:  # litellm raises a bare Exception for models missing from its price map
         log.info("no price known for %s; set input/output_cost_per_token to estimate it", llm.model)
@@ -181,6 +183,14 @@ def eval_task_count(cfg: RootConfig, n_heldout: int) -> int:
     return n_heldout if cfg.eval.suite == "library" else len(MLGYM_TASKS)
 
 
+def _count(n: float) -> str:
+    """``n`` in three significant digits with a k/M/B suffix."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
 def _first_to_plan(sweep_dir: Path, name: str, key: str) -> bool:
     """Whether this job is the first of its sweep to plan stage ``name`` under ``key`` (atomic: with
     parallel jobs exactly one is)."""
@@ -280,7 +290,7 @@ def make_plan(cfg: RootConfig, a: Assumptions | None = None, sweep_dir: Path | N
             "sft",
             False,
             kept,
-            note=f"~{int(kept * a.sft_tokens_per_example / 1e6)}M tokens x "
+            note=f"~{_count(kept * a.sft_tokens_per_example)} tokens x "
             f"{cfg.sft.num_train_epochs} epochs; {cfg.student.name}, {cfg.sft.method}",
         ),
         "evaluate": _evaluate_stage(cfg, _eval_methods(cfg), n_eval_tasks, a),
