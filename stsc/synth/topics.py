@@ -4,8 +4,9 @@ Curated topics (``topics.seeds``) come first. ``topics.n`` is split over the are
 ``topics.areas`` (largest remainder); each area takes its share from its own seeds in a seeded
 random order. Shortfalls are asked of the model when ``topics.expand_with_llm`` (``batch_size``
 topics per call, at most ``max_llm_calls`` calls), and otherwise, or when the model cannot fill
-them, filled from the remaining seeds of any area. A topic whose title's word set (task words such as
-"prediction" ignored) has Jaccard >= ``dedup_threshold`` with an earlier one is a duplicate.
+them, filled from the remaining seeds of any area. A topic whose title repeats an earlier one (case
+and spacing aside) or whose title's word set (task words such as "prediction" ignored) has Jaccard
+>= ``dedup_threshold`` with an earlier one's is a duplicate.
 
 Output: ``ctx.out_dir/topics.jsonl`` (``Topic`` rows). Funnel: every candidate topic (seed or
 model-proposed) is an item in; drops are ``duplicate``, ``over_quota`` (seed not needed) and
@@ -96,16 +97,26 @@ def quotas(n: int, weights: dict[str, float]) -> dict[str, int]:
     return {a: out.get(a, 0) for a in weights}
 
 
+def _same_title(title: str) -> str:
+    """What two titles are equal by: case and runs of spaces aside."""
+    return " ".join(title.casefold().split())
+
+
 class TopicPool:
-    """Accepted topics in order, rejecting near-duplicate titles."""
+    """Accepted topics in order, rejecting repeated and near-duplicate titles."""
 
     def __init__(self, threshold: float, report: StageReport):
         self.threshold = threshold
         self.report = report
         self.topics: list[Topic] = []
         self._words: list[set[str]] = []
+        self._titles: set[str] = set()
 
     def is_duplicate(self, title: str) -> bool:
+        """A title already accepted, or one whose words are near an accepted one's. The first test
+        covers titles with no words to compare (non-Latin scripts, only task words)."""
+        if _same_title(title) in self._titles:
+            return True
         words = title_words(title)
         return any(jaccard(words, other) >= self.threshold for other in self._words)
 
@@ -117,6 +128,7 @@ class TopicPool:
             return False
         self.topics.append(topic)
         self._words.append(title_words(topic.title))
+        self._titles.add(_same_title(topic.title))
         return True
 
     def count(self, area: str) -> int:

@@ -159,3 +159,16 @@ def test_expansion_stops_at_the_call_cap(tmp_path: Path, openai_server: FakeOpen
     assert len(openai_server.chat_requests) == 4
     assert len(topics) == 2  # only the seeds
     assert ctx.report.drops["malformed_output"] == 2  # a batch of 3 attempts, then one of 1
+
+
+def test_a_repeated_title_without_comparable_words_is_still_a_duplicate(tmp_path: Path) -> None:
+    ctx, topics = _seeded(
+        tmp_path,
+        ("science", "蛋白质结构预测", "根据氨基酸序列预测蛋白质的三维结构。"),
+        ("science", "蛋白质结构预测", "从序列预测蛋白质结构。"),
+        ("science", "图像分类", "将图像分到不同的类别。"),
+        ("tabular", "Data analysis", "Analyse a table."),
+        ("tabular", "data  ANALYSIS", "Analyse another table."),
+    )
+    assert [t.title for t in topics] == ["蛋白质结构预测", "图像分类", "Data analysis"]
+    assert len({t.id for t in topics}) == len(topics) and ctx.report.drops["duplicate"] == 2
