@@ -327,3 +327,19 @@ def test_long_dataset_and_target_names_still_make_valid_distinct_task_ids(tmp_pa
         problems = check_task_folder(tmp_path / "tasks" / task_id, require_score=False)
         assert problems == [], (task_id, problems)
     assert generate_one(gen, source, tmp_path / "tasks")["task_ids"] == row["task_ids"]  # a resumed run
+
+
+@pytest.mark.parametrize("name", ["None", "NA", "null"])
+def test_the_baseline_keeps_class_labels_that_pandas_would_read_as_missing(tmp_path, name):
+    source, frame = _source(tmp_path, "sklearn/iris")
+    frame["species"] = frame["species"].replace({"setosa": name})
+    plan = TemplatePlan(source.targets[0], "accuracy")
+    task = load_task(write_task(tmp_path / "task", build_task(source, frame, plan, GeneratorConfig(), 0)))
+    baseline = _run([sys.executable, "baseline.py"], task.workspace, None)
+    assert baseline.returncode == 0, baseline.stderr[-500:]
+    predicted = pd.read_csv(task.workspace / "submission.csv", dtype=str, keep_default_na=False)
+    assert name in set(predicted["species"])
+    out = _run(
+        [sys.executable, "evaluate.py", "--submission_file", "submission.csv"], task.workspace, task.private
+    )
+    assert 0.4 < json.loads(out.stdout)["accuracy"] < 0.9

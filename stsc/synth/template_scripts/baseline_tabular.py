@@ -21,6 +21,15 @@ def design_matrix(train, test, columns):
     return matrix.loc["train"], matrix.loc["test"]
 
 
+def labels(train):
+    """The training labels; class labels exactly as written ("None", "NA" and "null" are classes
+    here, not missing values)."""
+    if SPEC["task_type"] != "classification":
+        return train[SPEC["target"]]
+    text = pd.read_csv("data/train.csv", usecols=[SPEC["target"]], dtype=str, keep_default_na=False)
+    return text[SPEC["target"]]
+
+
 def main():
     train = pd.read_csv("data/train.csv")
     test = pd.read_csv("data/test.csv")
@@ -30,7 +39,7 @@ def main():
         model = DecisionTreeClassifier(max_depth=SPEC["max_depth"], random_state=0)
     else:
         model = DecisionTreeRegressor(max_depth=SPEC["max_depth"], random_state=0)
-    model.fit(x_train, train[SPEC["target"]])
+    model.fit(x_train, labels(train))
     submission = pd.DataFrame(
         {SPEC["id_column"]: test[SPEC["id_column"]], SPEC["target"]: model.predict(x_test)}
     )
