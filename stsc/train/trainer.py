@@ -6,6 +6,11 @@ and the effective max length) and a dataset already tokenized with labels by ``s
 it writes checkpoints under ``<out>/checkpoints`` (resuming from the last one), the trained weights
 under ``<out>/trained`` (the LoRA adapter, or the full model) and returns a ``TrainResult`` on
 rank 0 (``None`` elsewhere). Metrics go to a ``MetricSink`` from rank 0 only.
+
+Every checkpoint also records what its run would report if training ended there (``RunRecord`` in
+``trainer_state.json``): a rerun that finds the last checkpoint already at the end of training
+(killed while the final weights or results were written) trains nothing, saves that checkpoint's
+weights and reports the run that wrote it.
 """
 
 from __future__ import annotations
@@ -66,7 +71,11 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of one training run (``train_result.json``)."""
+    """Outcome of one training run (``train_result.json``).
+
+    A rerun after training reached its end (the last checkpoint is final) reports the run that
+    trained to that checkpoint, as that run would have reported itself.
+    """
 
     global_step: int
     epoch: float
@@ -186,20 +195,98 @@ def _metric_stream(sink: MetricSink) -> Any:
     return MetricStream()
 
 
-def _token_counter() -> Any:
+RUN_RECORD = "RunRecord"  # its entry in a checkpoint's trainer_state.json ("stateful_callbacks")
+
+
+class _TrainingComplete(Exception):
+    """The checkpoint resumed from is already at the end of training: nothing is left to train."""
+
+
+def _run_record(resumed_from: str | None) -> Any:
     from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
 
-    class TokenCounter(TrainerCallback):
-        """Tokens seen by this run (a resumed run starts from the checkpoint's count)."""
+    class RunRecord(TrainerCallback, ExportableState):
+        """This run's starting point, and with every checkpoint what the run would report if it ended
+        there. Stops a run resumed at the end of training before its first step: transformers checks
+        for the end only after a step, so it would train one more (or, in whole epochs, report an
+        empty run). ``trainer`` must be set before training: the loss sums live on it."""
 
-        start_tokens = 0
-        start_time = 0.0
+        def __init__(self) -> None:
+            self.trainer: Any = None
+            self.resumed_from = resumed_from
+            self.started = False
+            self.start_step = 0
+            self.start_tokens = 0
+            self.start_time = 0.0
 
         def on_train_begin(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                raise _TrainingComplete(f"step {state.global_step} of {state.max_steps}")
+            self.start_step = int(state.global_step)
             self.start_tokens = int(state.num_input_tokens_seen or 0)
             self.start_time = time.perf_counter()
+            self.started = True
+            # transformers saves only entries already present; a checkpoint may predate this record
+            state.stateful_callbacks.setdefault(RUN_RECORD, {})
 
-    return TokenCounter()
+        def state(self) -> dict[str, Any]:
+            if not self.started:  # transformers also asks when it builds a trainer state
+                return {"args": {}, "attributes": {}}
+            # the final loss transformers 5.24 computes (Trainer._finalize_training): the sum drained at
+            # each log plus the loss since the last log, over this run's steps
+            loss_sum = self.trainer._total_loss_scalar + self.trainer._tr_loss.item()
+            steps = self.trainer.state.global_step - self.start_step
+            attributes = {
+                "train_loss": loss_sum / max(steps, 0.001),
+                "train_runtime_s": time.perf_counter() - self.start_time,
+                "start_tokens": self.start_tokens,
+                "resumed_from": self.resumed_from,
+            }
+            return {"args": {}, "attributes": attributes}
+
+    return RunRecord()
+
+
+def _train_result(
+    state: Any, train_loss: float, train_runtime_s: float, start_tokens: int, resumed_from: str | None
+) -> TrainResult:
+    """The ``TrainResult`` of a run that started at ``start_tokens`` and reached trainer ``state``."""
+    tokens = int(state.num_input_tokens_seen or 0) - start_tokens
+    return TrainResult(
+        global_step=int(state.global_step),
+        epoch=float(state.epoch or 0.0),
+        train_loss=float(train_loss),
+        train_runtime_s=train_runtime_s,
+        tokens_seen=tokens,
+        tokens_per_s=tokens / train_runtime_s if train_runtime_s > 0 else 0.0,
+        resumed_from=resumed_from,
+        loss_history=_loss_history(state),
+    )
+
+
+def _loss_history(state: Any) -> list[tuple[int, float]]:
+    return [(int(e["step"]), float(e["loss"])) for e in state.log_history if "loss" in e]
+
+
+def _finished_run_result(state: Any, checkpoint: str) -> TrainResult:
+    """What the run that wrote ``checkpoint`` (trainer ``state``, at the end of training) reported.
+
+    A checkpoint without a run record gets its loss from the logged losses (those after the last
+    log are missing), its tokens from the start of training and no runtime.
+    """
+    record = state.stateful_callbacks.get(RUN_RECORD, {}).get("attributes")
+    if record:
+        return _train_result(state, **record)
+    logger.warning(
+        "sft: %s holds no run record; reporting the losses logged up to it, tokens since the start "
+        "of training and no runtime",
+        checkpoint,
+    )
+    loss_sum, before = 0.0, 0
+    for step, loss in _loss_history(state):  # each logged loss is the mean since the log before
+        loss_sum, before = loss_sum + loss * (step - before), step
+    return _train_result(state, loss_sum / max(before, 1), 0.0, 0, None)
 
 
 def with_length_column(dataset: Any) -> Any:
@@ -209,11 +296,10 @@ def with_length_column(dataset: Any) -> Any:
     return dataset.map(lambda ids: {"length": len(ids)}, input_columns="input_ids", desc="Measuring lengths")
 
 
-def resume_point(checkpoints_dir: Path, max_steps: int) -> str | None:
+def resume_point(checkpoints_dir: Path) -> str | None:
     """The checkpoint to resume from: the newest complete one (its ``trainer_state.json``, written
-    last, is there), or None. A checkpoint cut short by a kill is skipped. With ``max_steps`` > 0 a
-    checkpoint already at the end is passed over for an earlier one, from which the last steps are
-    trained again identically: resuming at the end makes transformers take one step too many."""
+    last, is there), or None. A checkpoint cut short by a kill is skipped. The newest may be at the
+    end of training already: ``train`` then trains nothing."""
     if not checkpoints_dir.is_dir():
         return None
     complete: list[tuple[int, Path]] = []
@@ -225,12 +311,7 @@ def resume_point(checkpoints_dir: Path, max_steps: int) -> str | None:
             logger.warning(
                 "sft: %s is incomplete (killed while it was written); not resuming from it", folder
             )
-    complete.sort()
-    if max_steps > 0:
-        before_end = [c for c in complete if c[0] < max_steps]
-        if before_end:
-            return str(before_end[-1][1])
-    return str(complete[-1][1]) if complete else None
+    return str(max(complete)[1]) if complete else None
 
 
 def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> TrainResult | None:
@@ -249,32 +330,31 @@ def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> Tra
     set_seed(job.seed)
     base = Path(job.base_model_dir)
     model = load_model(base, cfg.student)
-    counter = _token_counter()
+    last = resume_point(job.checkpoints_dir)
+    record = _run_record(Path(last).name if last else None)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=with_length_column(dataset),
         processing_class=load_tokenizer(base, cfg.student),
         peft_config=lora_config(cfg),
-        callbacks=[_metric_stream(sink), counter],
+        callbacks=[_metric_stream(sink), record],
     )
-    last = resume_point(job.checkpoints_dir, cfg.sft.max_steps)
+    record.trainer = trainer
     if last:
         logger.info("resuming sft from %s", last)
-    output = trainer.train(resume_from_checkpoint=last)
+    try:
+        output = trainer.train(resume_from_checkpoint=last)
+    except _TrainingComplete as done:  # the weights are loaded from ``last``
+        logger.info("sft: %s is already at the end of training (%s); not training again", last, done)
+        output = None
     trainer.save_model(str(job.trained_dir))
     if not trainer.is_world_process_zero():
         return None
-    runtime = float(output.metrics.get("train_runtime", time.perf_counter() - counter.start_time))
-    tokens = int(trainer.state.num_input_tokens_seen or 0) - counter.start_tokens
-    history = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
-    return TrainResult(
-        global_step=int(output.global_step),
-        epoch=float(trainer.state.epoch or 0.0),
-        train_loss=float(output.training_loss),
-        train_runtime_s=runtime,
-        tokens_seen=tokens,
-        tokens_per_s=tokens / runtime if runtime > 0 else 0.0,
-        resumed_from=Path(last).name if last else None,
-        loss_history=history,
+    if output is None:
+        assert last is not None, "only a resumed run can start at the end of training"
+        return _finished_run_result(trainer.state, last)
+    runtime = float(output.metrics.get("train_runtime", time.perf_counter() - record.start_time))
+    return _train_result(
+        trainer.state, output.training_loss, runtime, record.start_tokens, record.resumed_from
     )

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stsc.errors import ConfigError, StageError
 from stsc.train.sft import LINEAGE_FILE, run_sft
 from stsc.train.templates import has_generation_markers
+from stsc.train.trainer import TrainResult
 
 from .conftest import fresh_context, remove, tiny_root_config
 
@@ -83,11 +86,10 @@ def test_lora_keeps_the_adapter_and_saves_weights_with_the_adapter_merged(make_c
     assert adapter in ctx.artifacts
 
 
-# What a kill leaves on disk: no final model, and the last checkpoint ...
+# What a kill before the end of training leaves on disk: no final model, and the last checkpoint ...
 KILLS = {
     "between checkpoints": ["checkpoints/checkpoint-6"],  # ... not written yet
     "while a checkpoint was written": ["checkpoints/checkpoint-6/trainer_state.json"],  # ... cut short
-    "after the last checkpoint": [],  # ... complete: resuming there would train a seventh step
 }
 
 
@@ -110,6 +112,94 @@ def test_a_killed_stage_resumes_from_its_last_checkpoint(make_ctx, short_rows, k
     assert [value for _, value in losses] == pytest.approx([first_losses[5], first_losses[6]], rel=1e-5)
     assert resumed.report.notes["resumed_from"] == "checkpoint-4"
     assert json.loads((ctx.out_dir / "model" / LINEAGE_FILE).read_text())["training"]["global_step"] == 6
+
+
+# How the end of training is set (3 steps an epoch), and the checkpoints kept at the end.
+ENDS = {
+    "two whole epochs (lora)": (
+        dict(method="lora", max_steps=-1, num_train_epochs=2.0),
+        ["checkpoint-4", "checkpoint-6"],
+    ),
+    "one and a half epochs": (dict(max_steps=-1, num_train_epochs=1.5), ["checkpoint-4", "checkpoint-5"]),
+    "max_steps, one checkpoint kept": (dict(max_steps=5, save_total_limit=1), ["checkpoint-5"]),
+}
+AFTER_TRAINING = ["model", "adapter", "train_result.json"]  # what the stage writes after the last checkpoint
+
+
+def _weights(model_dir):
+    return {k: v for f in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def _without_runtime(result):
+    return {k: v for k, v in asdict(result).items() if k not in ("train_runtime_s", "tokens_per_s")}
+
+
+@pytest.mark.parametrize("end", list(ENDS))
+def test_a_stage_killed_after_its_last_checkpoint_finishes_as_the_uninterrupted_run(
+    make_ctx, short_rows, end
+):
+    ctx = make_ctx(short_rows[:6])
+    settings, checkpoints = ENDS[end]
+    # a constant rate: a step after the end would change the weights (a decayed rate is 0 there)
+    cfg = tiny_root_config(
+        per_device_train_batch_size=2, max_length=512, lr_scheduler_type="constant", **settings
+    )
+    run_sft(cfg, ctx)
+    weights, result = _weights(ctx.out_dir / "model"), TrainResult.read(ctx.out_dir / "train_result.json")
+    assert sorted(p.name for p in (ctx.out_dir / "checkpoints").glob("checkpoint-*")) == checkpoints
+    assert checkpoints[-1] == f"checkpoint-{result.global_step}"
+
+    for name in AFTER_TRAINING:
+        if (ctx.out_dir / name).exists():
+            remove(ctx.out_dir / name)
+    resumed = fresh_context(ctx)
+    run_sft(cfg, resumed)
+
+    again = _weights(ctx.out_dir / "model")
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    assert resumed.tracker.series("train/loss") == []  # not a step trained again
+    rerun = TrainResult.read(ctx.out_dir / "train_result.json")
+    assert _without_runtime(rerun) == _without_runtime(result) and rerun.tokens_seen > 0
+    assert rerun.train_runtime_s > 0 and rerun.tokens_per_s == rerun.tokens_seen / rerun.train_runtime_s
+    for key in ("global_step", "train_loss"):
+        assert resumed.report.metrics[key] == ctx.report.metrics[key]
+    assert resumed.report.notes["resumed_from"] is None  # the run that trained these weights started afresh
+    lineage = json.loads((ctx.out_dir / "model" / LINEAGE_FILE).read_text())
+    assert lineage["training"] == json.loads((ctx.out_dir / "train_result.json").read_text())
+
+
+def _drop_run_record(checkpoint):
+    state_file = checkpoint / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["RunRecord"]
+    state_file.write_text(json.dumps(state))
+
+
+def test_checkpoints_without_a_run_record_are_resumed_and_reported_from_their_trainer_state(
+    make_ctx, short_rows
+):
+    ctx = make_ctx(short_rows[:6])
+    cfg = tiny_root_config(max_steps=6, save_steps=2, per_device_train_batch_size=1, max_length=768)
+    run_sft(cfg, ctx)
+    result = TrainResult.read(ctx.out_dir / "train_result.json")
+    for name in ["checkpoint-4", "checkpoint-6"]:
+        _drop_run_record(ctx.out_dir / "checkpoints" / name)
+
+    for name in ["checkpoints/checkpoint-6", "model", "train_result.json"]:
+        remove(ctx.out_dir / name)
+    run_sft(cfg, fresh_context(ctx))  # from checkpoint-4, saving a checkpoint-6 with a record
+    assert TrainResult.read(ctx.out_dir / "train_result.json").resumed_from == "checkpoint-4"
+
+    _drop_run_record(ctx.out_dir / "checkpoints" / "checkpoint-6")
+    weights = _weights(ctx.out_dir / "checkpoints" / "checkpoint-6")
+    for name in ["model", "train_result.json"]:
+        remove(ctx.out_dir / name)
+    run_sft(cfg, fresh_context(ctx))
+    again = _weights(ctx.out_dir / "model")
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    rerun = TrainResult.read(ctx.out_dir / "train_result.json")
+    assert (rerun.global_step, rerun.tokens_seen, rerun.train_runtime_s) == (6, result.tokens_seen, 0.0)
+    assert rerun.train_loss == pytest.approx(result.train_loss, rel=1e-5)  # every step was logged
 
 
 def test_overlong_examples_are_dropped_when_configured_and_counted_in_the_report(make_ctx, short_rows):
