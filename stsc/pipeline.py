@@ -166,7 +166,7 @@ def _validate_prompts(cfg: RootConfig) -> list[tuple[str | None, str]]:
 
 
 _PAPER_GRAPH = (
-    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",), 2, prompts=_topics_prompts),
+    StageSpec("topics", "stsc.synth.topics:run_topics", (), ("topics",), 3, prompts=_topics_prompts),
     StageSpec(
         "propose",
         "stsc.synth.propose:run_propose",
@@ -180,7 +180,7 @@ _PAPER_GRAPH = (
         "stsc.synth.generate:run_generate",
         ("verify", "propose"),
         ("generator",),
-        2,
+        3,
         prompts=_generate_prompts,
     ),
     StageSpec(
