@@ -91,11 +91,13 @@ def _run(cfg: Any, resolved_yaml: str, output_dir: Path, secrets: list[str]) -> 
         from stsc.tracking import JobTracker
 
         tracker = JobTracker(cfg.tracking, cfg.root_path, extra_secrets=secrets)
-        name = cfg.label or output_dir.name
-        tracker.start(name, asdict(cfg), parent_run_id=_parent_run_id(), tags={"output_dir": str(output_dir)})
-        tracker.log_config_files({"resolved_config.yaml": resolved_yaml, **_hydra_files(output_dir)})
     status = "FAILED"
     try:
+        if tracker is not None:
+            name = cfg.label or output_dir.name
+            tags = {"output_dir": str(output_dir)}
+            tracker.start(name, asdict(cfg), parent_run_id=_parent_run_id(), tags=tags)
+            tracker.log_config_files({"resolved_config.yaml": resolved_yaml, **_hydra_files(output_dir)})
         outcomes = run_pipeline(cfg, tracker, sweep_dir=_sweep_dir())
         status = "FINISHED"
     except StscError as e:

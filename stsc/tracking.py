@@ -239,14 +239,20 @@ class StageTracker:
             self.client.log_artifact(self.run_id, str(p))
 
     def finish(self, report: Any, ctx: Any = None, status: str = "FINISHED") -> None:
-        self.log_metrics(report.as_metrics())
-        self.log_json(report.to_dict(), "stage_summary.json")
-        if ctx is not None:
-            for name, rows in ctx.tables.items():
-                if rows:
-                    self.log_table(name, rows)
-            for path in ctx.artifacts:
-                self.log_artifact(Path(path))
+        """Log the stage's metrics, summary, tables and artifacts, then end the run with ``status``
+        (``FAILED`` instead of ``FINISHED`` when the logging itself raises)."""
+        try:
+            self.log_metrics(report.as_metrics())
+            self.log_json(report.to_dict(), "stage_summary.json")
+            if ctx is not None:
+                for name, rows in ctx.tables.items():
+                    if rows:
+                        self.log_table(name, rows)
+                for path in ctx.artifacts:
+                    self.log_artifact(Path(path))
+        except BaseException:
+            self.client.set_terminated(self.run_id, status="FAILED" if status == "FINISHED" else status)
+            raise
         self.client.set_terminated(self.run_id, status=status)
 
     def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
@@ -284,14 +290,20 @@ class JobTracker:
         all_tags = {"stsc.kind": "job", "git_commit": git_commit(self.root), **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=redact_text(run_name, self._secrets),
-            tags=_redact_tags(all_tags, self._secrets),
-        )
-        self.run_id = run.info.run_id
-        self._log_params(self.run_id, config)
+        self.run_id = self._create_run(redact_text(run_name, self._secrets), all_tags, config)
         return self.run_id
+
+    def _create_run(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        """A new run with ``tags`` and ``params``; ended ``FAILED`` when its params cannot be logged."""
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags=_redact_tags(tags, self._secrets)
+        )
+        try:
+            self._log_params(run.info.run_id, params)
+        except BaseException:
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+            raise
+        return run.info.run_id
 
     def _log_params(self, run_id: str, config: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -323,11 +335,7 @@ class JobTracker:
             "cache_hit": str(cache_hit).lower(),
             "git_commit": git_commit(self.root),
         }
-        run = self.client.create_run(
-            self.experiment_id, run_name=name, tags=_redact_tags(tags, self._secrets)
-        )
-        self._log_params(run.info.run_id, params)
-        return StageTracker(self.client, run.info.run_id)
+        return StageTracker(self.client, self._create_run(name, tags, params))
 
     def record_stage(
         self, name: str, key: str, folder: Path, report: Any, cache_hit: bool, params: Mapping[str, Any]

@@ -197,6 +197,18 @@ def test_sigterm_marks_the_runs_killed_and_a_rerun_resumes(tmp_path: Path) -> No
     assert len(items) == len(set(items)) == 40  # resumed: nothing written twice
 
 
+def test_a_job_whose_config_files_cannot_be_logged_ends_its_run_failed(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the artifact store should be")
+    args = ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=2"]
+    args.append(f"tracking.artifact_location={(blocked / 'artifacts').as_uri()}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    _, runs = _all_runs(tmp_path)
+    assert [(r.data.tags["stsc.kind"], r.info.status) for r in runs] == [("job", "FAILED")]
+
+
 def test_help_imports_no_heavy_library() -> None:
     code = (
         "import sys; sys.argv=['stsc','--help']\n"

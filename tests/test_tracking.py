@@ -126,3 +126,40 @@ def test_a_tracking_server_keeps_its_own_artifact_store(tmp_path: Path) -> None:
     assert artifact_location(TrackingConfig(uri="https://u:p@mlflow.example.org"), tmp_path) is None
     s3 = TrackingConfig(uri="http://mlflow:5000", artifact_location="s3://bucket/stsc")
     assert artifact_location(s3, tmp_path) == "s3://bucket/stsc"
+
+
+def _tracker_with_unwritable_artifacts(tmp_path: Path):
+    from stsc.tracking import JobTracker
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the artifact store should be")
+    cfg = TrackingConfig(artifact_location=(blocked / "artifacts").as_uri())
+    return JobTracker(cfg, tmp_path)
+
+
+def test_a_stage_run_whose_logging_fails_ends_failed_not_running(tmp_path: Path) -> None:
+    from stsc.store import StageReport
+
+    tracker = _tracker_with_unwritable_artifacts(tmp_path)
+    tracker.start("job", {"seed": 0})
+    stage = tracker.start_stage("probe", "abc123", params={"seed": 0})
+    with pytest.raises(OSError):
+        stage.finish(StageReport(stage="probe"))  # the summary artifact cannot be written
+    assert tracker.client.get_run(stage.run_id).info.status == "FAILED"
+    killed = tracker.start_stage("probe", "abc123", params={"seed": 0})
+    with pytest.raises(OSError):
+        killed.finish(StageReport(stage="probe"), status="KILLED")
+    assert tracker.client.get_run(killed.run_id).info.status == "KILLED"
+
+
+def test_a_run_whose_params_cannot_be_logged_ends_failed_not_running(tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from stsc.tracking import JobTracker
+
+    tracker = JobTracker(TrackingConfig(), tmp_path)
+    tracker.start("job", {"seed": 0})
+    with pytest.raises(MlflowException):
+        tracker.start_stage("probe", "abc123", params={"x" * 300: 1})  # over MLflow's 250 characters
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "RUNNING"]  # the stage's, the job's
