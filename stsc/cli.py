@@ -130,14 +130,17 @@ def main() -> None:
     import hydra
 
     from stsc.config import register_configs
-    from stsc.interrupts import EXIT_CODE, Terminated, stop_on_sigterm
+    from stsc.interrupts import EXIT_CODE, Terminated, note_interrupted, stop_on_sigterm
 
     register_configs(light=any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]))
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
     stop_on_sigterm()
     try:
         app()
-    except Terminated:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated
+        note_interrupted()
+        if not isinstance(e, Terminated):
+            raise
         log.error("stopped by SIGTERM; finished items are kept, rerun the same command to resume")
         sys.exit(EXIT_CODE)
 

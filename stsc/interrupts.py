@@ -17,6 +17,9 @@ from types import FrameType
 EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
 
 
+_INTERRUPTED = threading.Event()
+
+
 class Terminated(KeyboardInterrupt):
     """The process received SIGTERM."""
 
@@ -32,3 +35,14 @@ def stop_on_sigterm() -> bool:
         return False
     signal.signal(signal.SIGTERM, _raise_terminated)
     return True
+
+
+def note_interrupted() -> None:
+    """Record that this process is ending because it was interrupted (Ctrl-C or SIGTERM), so that
+    exit hooks end what is still open as ``KILLED`` rather than ``FAILED``."""
+    _INTERRUPTED.set()
+
+
+def interrupted() -> bool:
+    """Whether ``note_interrupted`` was called in this process."""
+    return _INTERRUPTED.is_set()

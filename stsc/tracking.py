@@ -382,12 +382,15 @@ class MlflowSweepCallback:
     """Hydra callback: one MLflow run per ``-m`` sweep, created before the jobs fan out (which also
     creates the sqlite store once, so parallel jobs never race on its first migration).
 
-    Hydra skips ``on_multirun_end`` when a job fails (the sweeper re-raises its exception), so an
-    ``atexit`` hook in the sweeping process ends a sweep run still ``RUNNING`` as ``FAILED``.
+    Hydra skips ``on_multirun_end`` when a job fails (the sweeper re-raises its exception) or the
+    sweep is interrupted, so an ``atexit`` hook in the sweeping process ends a sweep run still
+    ``RUNNING`` as ``FAILED``, or ``KILLED`` after Ctrl-C or SIGTERM, together with the job and stage
+    runs under it still ``RUNNING`` (a parallel launcher kills its workers before they can end them).
     """
 
     def __init__(self, **_: Any) -> None:
         self._client = None
+        self._experiment_id: str | None = None
         self._run_id: str | None = None
 
     def on_multirun_start(self, config: Any, **_: Any) -> None:
@@ -398,6 +401,7 @@ class MlflowSweepCallback:
             return
         root = Path(str(config.root)).resolve()
         self._client, exp_id = make_client(tcfg, root)
+        self._experiment_id = exp_id
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
@@ -414,18 +418,25 @@ class MlflowSweepCallback:
         )
         self._run_id = run.info.run_id
         (sweep_dir / SWEEP_RUN_FILE).write_text(self._run_id)
-        atexit.register(self._end, "FAILED")
+        atexit.register(self._end_at_exit)
 
     def on_multirun_end(self, config: Any, **_: Any) -> None:
         self._end("FINISHED")
+
+    def _end_at_exit(self) -> None:
+        from stsc.interrupts import interrupted
+
+        self._end("KILLED" if interrupted() else "FAILED")
 
     def _end(self, status: str) -> None:
         """End the sweep run once (the first call wins: ``on_multirun_end`` or the exit hook)."""
         if self._client is None or self._run_id is None:
             return
         run_id, self._run_id = self._run_id, None
-        atexit.unregister(self._end)
+        atexit.unregister(self._end_at_exit)
         try:
+            if status != "FINISHED":
+                _end_running_descendants(self._client, self._experiment_id, run_id, status)
             self._client.set_terminated(run_id, status=status)
         except Exception as e:  # at exit, with the store gone: nothing more to do
             log.warning("could not end the sweep run %s: %s", run_id, e)
@@ -436,6 +447,21 @@ class MlflowSweepCallback:
     def on_job_start(self, config: Any, **_: Any) -> None: ...
     def on_job_end(self, config: Any, job_return: Any, **_: Any) -> None: ...
     def on_compose_config(self, config: Any, **_: Any) -> None: ...
+
+
+def _end_running_descendants(client: Any, experiment_id: str | None, run_id: str, status: str) -> None:
+    """End with ``status`` every run below ``run_id`` (its jobs, their stages) still ``RUNNING``."""
+    parents = [run_id]
+    while parents:
+        parent = parents.pop()
+        running = client.search_runs(
+            [experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent}' AND attributes.status = 'RUNNING'",
+            max_results=10_000,
+        )
+        for run in running:
+            client.set_terminated(run.info.run_id, status=status)
+            parents.append(run.info.run_id)
 
 
 # Hydra's basic launcher prints each sweep job's overrides ("\t#0 : key=value ...") on this logger.

@@ -209,6 +209,28 @@ def test_a_job_whose_config_files_cannot_be_logged_ends_its_run_failed(tmp_path:
     assert [(r.data.tags["stsc.kind"], r.info.status) for r in runs] == [("job", "FAILED")]
 
 
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_sweep_stopped_by_sigterm_ends_every_run_killed(tmp_path: Path, launcher: str) -> None:
+    args = ["-m", "rollout.per_task=1,2", f"hydra/launcher={launcher}", "stages=[probe_items]"]
+    args += ["plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=40"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STSC_TEST_ITEM_DELAY": "0.1"}
+    proc = subprocess.Popen(
+        STSC + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    journal: Path | None = None
+    deadline = time.monotonic() + 120
+    while journal is None or len(journal.read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+        journal = next((tmp_path / "mlruns" / "store").glob("probe_items/*/journal.jsonl"), None)
+    proc.send_signal(signal.SIGTERM)  # the sweeping process only, as `kill` or `docker stop` do
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    _, runs = _all_runs(tmp_path)
+    statuses = {(r.data.tags["stsc.kind"], r.info.status) for r in runs}
+    assert statuses == {("sweep", "KILLED"), ("job", "KILLED"), ("stage", "KILLED")}
+
+
 def test_help_imports_no_heavy_library() -> None:
     code = (
         "import sys; sys.argv=['stsc','--help']\n"
