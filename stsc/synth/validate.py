@@ -10,8 +10,9 @@ the gates still apply and the skipped self-debug is recorded in the task's histo
 Outputs (in ``ctx.out_dir``): ``library/<task_id>/`` for every accepted task (built in a temp folder
 and renamed, with ``baseline_scores``, ``baseline_score`` and ``self_debug_history`` filled in), and
 ``rejected.jsonl`` with one ``RejectedTask`` row per discarded task. Tasks in either are decided
-and skipped by a rerun. Funnel: drafts in, accepted out, drops by failing step; tokens and USD of
-the fix calls.
+and skipped by a rerun, and the fix calls recorded in their histories count against
+``generator.llm.budget_usd``. Funnel: drafts in, accepted out, drops by failing step; tokens and USD
+of the fix calls (of every run of the stage folder).
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ def self_debug(
         log.info("validate: %s failed at %s; asking for fix %d", work.name, result.failure.step, attempt)
         try:
             fix = fixer.fix(work, result.failure, attempt)
-        except LLMError as e:
-            history.append(DebugRound(round=attempt, step="fix", reason="llm_error", message=str(e)))
+        except LLMError as e:  # its billed attempts stay in the ledger a rerun reads
+            history.append(
+                DebugRound(round=attempt, step="fix", reason="llm_error", message=str(e), cost_usd=e.cost_usd)
+            )
             break
         if fix.error is not None:
             history.append(
@@ -201,25 +204,35 @@ def publish_accepted(work: Path, library: Path, outcome: Outcome) -> Path:
     return library / task.task_id
 
 
-def make_fixer(cfg: RootConfig, store: Path, seed: int) -> tuple[TaskFixer | None, str | None]:
-    """The fixer, or None with the reason self-debug is skipped."""
+def make_fixer(
+    cfg: RootConfig, store: Path, seed: int, spent_usd: float = 0.0
+) -> tuple[TaskFixer | None, str | None]:
+    """The fixer, or None with the reason self-debug is skipped; ``spent_usd`` (the fix calls of
+    earlier runs of the stage) counts against ``generator.llm.budget_usd``."""
     if not cfg.validate.self_debug:
         return None, "self-debug disabled (validate.self_debug=false)"
     if cfg.generator.kind != "llm":
         return None, f"generator={cfg.generator.kind} has no model to fix with"
     from stsc.synth.llm_generator import LLMTaskGenerator
 
-    return LLMTaskGenerator.from_config(cfg.generator, store, seed), None
+    return LLMTaskGenerator.from_config(cfg.generator, store, seed, spent_usd), None
 
 
-def decided_tasks(out_dir: Path) -> set[str]:
+def decided(out_dir: Path) -> tuple[list[TaskMeta], list[RejectedTask]]:
+    """The accepted tasks' metadata and the rejected rows already in ``out_dir``."""
     library = out_dir / LIBRARY_DIR
     accepted = (
-        {p.name for p in library.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        [load_task(p).meta for p in sorted(library.iterdir()) if p.is_dir() and not p.name.startswith(".")]
         if library.is_dir()
-        else set()
+        else []
     )
-    return accepted | {row["task_id"] for row in JsonlJournal(out_dir / REJECTED_FILE).read()}
+    rejected = [RejectedTask.model_validate(r) for r in JsonlJournal(out_dir / REJECTED_FILE).read()]
+    return accepted, rejected
+
+
+def fix_spend_usd(accepted: list[TaskMeta], rejected: list[RejectedTask]) -> float:
+    """USD of the fix calls recorded in the self-debug histories of decided tasks."""
+    return sum(_usage(h)[2] for h in [m.self_debug_history for m in accepted] + [r.history for r in rejected])
 
 
 @dataclass
@@ -286,9 +299,10 @@ def run_validate(cfg: RootConfig, ctx: StageContext) -> None:
     library.mkdir(parents=True, exist_ok=True)
     for stale in library.glob(".*"):
         shutil.rmtree(stale, ignore_errors=True)
-    decided = decided_tasks(ctx.out_dir)
-    todo = [d for d in drafts if d.name not in decided]
-    fixer, skipped = make_fixer(cfg, ctx.store, ctx.seed)
+    accepted, rejected = decided(ctx.out_dir)
+    done = {m.task_id for m in accepted} | {r.task_id for r in rejected}
+    todo = [d for d in drafts if d.name not in done]
+    fixer, skipped = make_fixer(cfg, ctx.store, ctx.seed, fix_spend_usd(accepted, rejected))
     journal = JsonlJournal(ctx.out_dir / REJECTED_FILE)
     validator = Validator(
         cfg, make_factory(cfg.sandbox), fixer, skipped, f"validate-{ctx.key}", ctx.out_dir, journal
@@ -298,14 +312,11 @@ def run_validate(cfg: RootConfig, ctx: StageContext) -> None:
         for future in [pool.submit(validator.decide, d) for d in todo]:
             future.result()
     shutil.rmtree(ctx.out_dir / WORK_DIR, ignore_errors=True)
-    _report(ctx, library, [RejectedTask.model_validate(r) for r in journal.read()])
+    _report(ctx, *decided(ctx.out_dir))
 
 
-def _report(ctx: StageContext, library: Path, rejected: list[RejectedTask]) -> None:
+def _report(ctx: StageContext, metas: list[TaskMeta], rejected: list[RejectedTask]) -> None:
     """Funnel over everything decided in this stage folder (resumed runs included)."""
-    metas = [
-        load_task(p).meta for p in sorted(library.iterdir()) if p.is_dir() and not p.name.startswith(".")
-    ]
     ctx.report.add_in(len(metas) + len(rejected))
     ctx.report.add_out(len(metas))
     for row in rejected:

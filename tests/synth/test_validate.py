@@ -12,6 +12,7 @@ import yaml
 
 from stsc.hub.records import VerifiedDataset
 from stsc.store import iter_jsonl
+from stsc.synth.generate import run_generate
 from stsc.synth.leaks import find_label_leaks
 from stsc.synth.library import list_tasks
 from stsc.synth.task import check_task_folder, load_task
@@ -27,9 +28,11 @@ from tests.synth.conftest import (
     fake_llm,
     fix_answer,
     make_ctx,
+    make_record,
     root_config,
     run_stages,
     task_answer,
+    write_verify_output,
 )
 
 
@@ -315,3 +318,33 @@ def test_the_offline_catalog_yields_a_library_of_20_tasks_from_8_datasets(tmp_pa
     tasks = list_tasks(validate.out_dir)
     assert len(tasks) >= 20 and len({t.meta.dataset_id for t in tasks}) >= 8
     assert all(check_task_folder(t.path) == [] for t in tasks)
+
+
+def test_a_resumed_run_keeps_the_fix_budget_spent_before_it(tmp_path, records, openai_server):
+    iris, _ = records
+    twin = make_record("other/iris", pd.read_parquet(iris.local_path), iris.targets, tmp_path / "tables", 1)
+    openai_server.push(
+        task_answer(EVALUATE_CRASH), task_answer(EVALUATE_CRASH),
+        fix_answer(evaluate_py=EVALUATE), fix_answer(evaluate_py=EVALUATE),
+    )  # fmt: skip
+    cfg = root_config(tmp_path, kind="llm", llm=fake_llm(openai_server.base_url), max_rounds=1)
+    generate = make_ctx(tmp_path, "generate", {"verify": write_verify_output(tmp_path, [iris, twin])})
+    run_generate(cfg, generate)
+    first_draft, second_draft = sorted((generate.out_dir / "tasks").iterdir())
+    parked = shutil.move(second_draft, tmp_path / second_draft.name)  # not generated yet when killed
+    cfg.generator.llm.budget_usd = 1e-9  # the first fix call spends it
+    first = make_ctx(tmp_path, "validate", {"generate": generate.out_dir})
+    run_validate(cfg, first)
+    assert first.report.items_out == 1 and len(openai_server.chat_requests) == 3
+    assert first.report.cost_usd > 0
+
+    shutil.move(parked, second_draft)
+    again = make_ctx(tmp_path, "validate", {"generate": generate.out_dir})  # a rerun of the same folder
+    run_validate(cfg, again)
+    assert len(openai_server.chat_requests) == 3, "the fix budget spent before the rerun still counts"
+    row = _rejected(again.out_dir)[second_draft.name]
+    assert row["reason"] == "evaluate" and row["history"][-1]["reason"] == "llm_error"
+    assert "budget" in row["history"][-1]["message"]
+    assert again.report.items_out == 1 and dict(again.report.drops) == {"evaluate": 1}
+    assert again.report.cost_usd == pytest.approx(first.report.cost_usd)
+    assert first_draft.name in {t.task_id for t in list_tasks(again.out_dir)}
