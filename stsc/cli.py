@@ -85,15 +85,14 @@ def _run(cfg: Any, resolved_yaml: str, output_dir: Path, secrets: list[str]) -> 
     from stsc.pipeline import run_pipeline
 
     tracker = None
-    if cfg.tracking.enabled:
-        from dataclasses import asdict
-
-        from stsc.tracking import JobTracker
-
-        tracker = JobTracker(cfg.tracking, cfg.root_path, extra_secrets=secrets)
     status = "FAILED"
     try:
-        if tracker is not None:
+        if cfg.tracking.enabled:
+            from dataclasses import asdict
+
+            from stsc.tracking import JobTracker
+
+            tracker = JobTracker(cfg.tracking, cfg.root_path, extra_secrets=secrets)
             name = cfg.label or output_dir.name
             tags = {"output_dir": str(output_dir)}
             tracker.start(name, asdict(cfg), parent_run_id=_parent_run_id(), tags=tags)

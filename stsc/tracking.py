@@ -174,13 +174,25 @@ def artifact_location(cfg: TrackingConfig, root: Path) -> str | None:
 
 
 def make_client(cfg: TrackingConfig, root: Path):
-    """An ``MlflowClient`` for the configured store and the experiment's id (created if needed)."""
+    """An ``MlflowClient`` for the configured store and the experiment's id (created if needed).
+    Raises ``ConfigError`` naming ``tracking.uri`` (its password redacted) when the store does not
+    answer."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from stsc.errors import ConfigError
+
     (root / "mlruns").mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=tracking_uri(cfg, root))
-    exp = client.get_experiment_by_name(cfg.experiment)
+    uri = tracking_uri(cfg, root)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment)
+    except MlflowException as e:  # its message holds the URL, password included
+        raise ConfigError(
+            f"cannot reach the MLflow tracking store tracking.uri={redact_url_credentials(uri)}: "
+            f"{redact_text(str(e), known_secrets())}; start it, fix tracking.uri or run with tracking=off"
+        ) from None
     if exp is not None:
         return client, exp.experiment_id
     try:

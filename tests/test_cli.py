@@ -231,6 +231,27 @@ def test_a_sweep_stopped_by_sigterm_ends_every_run_killed(tmp_path: Path, launch
     assert statuses == {("sweep", "KILLED"), ("job", "KILLED"), ("stage", "KILLED")}
 
 
+@pytest.mark.parametrize("sweep", [False, True])
+def test_an_unreachable_tracking_server_fails_naming_the_key_without_its_password(
+    tmp_path: Path, sweep: bool
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    password = "Srv-Pa55w0rd-77"
+    args = ["-m"] if sweep else []
+    args += ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=2"]
+    args += ["tracking=server", f"tracking.uri=http://alice:{password}@127.0.0.1:{port}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "tracking.uri" in console, console[-3000:]
+    assert f"http://alice:***REDACTED***@127.0.0.1:{port}" in console
+    assert password not in console
+
+
 def test_help_imports_no_heavy_library() -> None:
     code = (
         "import sys; sys.argv=['stsc','--help']\n"
