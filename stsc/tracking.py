@@ -321,7 +321,8 @@ class JobTracker:
         from mlflow.entities import Param
 
         flat = flatten(redact_mapping(config, self._secrets))
-        params = [Param(k, v) for k, v in flat.items()]
+        # a key of a free-form mapping (topics.areas, llm.extra) may hold characters MLflow refuses
+        params = [Param(_metric_name(k), v) for k, v in flat.items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i : i + 100])
 

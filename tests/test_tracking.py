@@ -163,3 +163,14 @@ def test_a_run_whose_params_cannot_be_logged_ends_failed_not_running(tmp_path: P
         tracker.start_stage("probe", "abc123", params={"x" * 300: 1})  # over MLflow's 250 characters
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert sorted(r.info.status for r in runs) == ["FAILED", "RUNNING"]  # the stage's, the job's
+
+
+def test_config_keys_mlflow_refuses_in_a_param_name_are_logged_under_a_safe_name(tmp_path: Path) -> None:
+    from stsc.tracking import JobTracker
+
+    tracker = JobTracker(TrackingConfig(), tmp_path)
+    areas = {"vision & language": 0.5, "time series (forecasting)": 0.5}
+    run_id = tracker.start("job", {"topics": {"areas": areas, "n": 4}})
+    params = tracker.client.get_run(run_id).data.params
+    assert params["topics.areas.vision _ language"] == "0.5"
+    assert params["topics.areas.time series _forecasting_"] == "0.5" and params["topics.n"] == "4"
