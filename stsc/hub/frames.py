@@ -56,7 +56,9 @@ def load_frame(record: VerifiedDataset, split: str | None = None) -> pd.DataFram
     """The dataset of ``record`` as a DataFrame, at the verified revision.
 
     Offline catalog: the exported parquet (``record.local_path``). Hub: ``datasets.load_dataset``
-    at ``record.revision``, split ``split`` (default: ``train`` if present, else the first split).
+    at ``record.revision``, config ``record.config_name`` (the one verification described; a
+    dataset of several configs loads none without it), split ``split`` (default: ``train`` if
+    present, else the first split).
     Raises ``HubError`` when the data cannot be read.
     """
     if record.source == "offline":
@@ -73,8 +75,11 @@ def load_frame(record: VerifiedDataset, split: str | None = None) -> pd.DataFram
     split = split or ("train" if "train" in record.splits or not record.splits else record.splits[0])
     import datasets
 
+    config = f" config {record.config_name}" if record.config_name else ""
     try:
-        ds = datasets.load_dataset(record.dataset_id, revision=record.revision, split=split)
+        ds = datasets.load_dataset(
+            record.dataset_id, record.config_name, revision=record.revision, split=split
+        )
     except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise HubError(f"cannot load {record.dataset_id}@{record.revision} split {split}: {e}") from e
+        raise HubError(f"cannot load {record.dataset_id}@{record.revision}{config} split {split}: {e}") from e
     return ds.to_pandas()

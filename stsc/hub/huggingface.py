@@ -1,8 +1,9 @@
 """``DatasetSource`` on the Hugging Face Hub, through the real ``huggingface_hub.HfApi``.
 
 ``meta_from_hub`` turns the Hub's dataset JSON (or a ``DatasetInfo``) into ``DatasetMeta``: licences
-from ``license:*`` tags and the card, row bounds from ``size_categories``, schema and split sizes from
-the card's ``dataset_info``, byte size from the card or the file listing, and the revision sha.
+from ``license:*`` tags and the card, row bounds from ``size_categories``, the config to load from
+the card's ``configs``, schema and split sizes from the card's ``dataset_info`` of that config,
+byte size from the card or the file listing, and the revision sha.
 """
 
 from __future__ import annotations
@@ -67,12 +68,23 @@ def _feature_dtype(feature: dict[str, Any]) -> tuple[str, int | None]:
     return "other", None
 
 
-def _card_info(card: dict[str, Any]) -> dict[str, Any]:
-    """The card's ``dataset_info`` of the default (or first) config, or ``{}``."""
+def config_name(card: dict[str, Any]) -> str | None:
+    """The config ``datasets.load_dataset`` should load: of the card's ``configs``, the one marked
+    ``default: true`` or named ``default``, else the first listed; ``None`` when the card lists none
+    (the repository's files then form the dataset's only config)."""
+    configs = [c for c in card.get("configs") or [] if isinstance(c, dict) and c.get("config_name")]
+    default = [c for c in configs if c.get("default") or c["config_name"] == "default"]
+    chosen = (default or configs or [{}])[0]
+    return str(chosen["config_name"]) if chosen else None
+
+
+def _card_info(card: dict[str, Any], config: str | None) -> dict[str, Any]:
+    """The card's ``dataset_info`` of ``config``, else of the default (or first) config, or ``{}``."""
     info = card.get("dataset_info") or {}
     if isinstance(info, list):
-        default = [c for c in info if c.get("config_name") in (None, "default")]
-        info = (default or info or [{}])[0]
+        named = [c for c in info if isinstance(c, dict) and config and c.get("config_name") == config]
+        default = [c for c in info if isinstance(c, dict) and c.get("config_name") in (None, "default")]
+        info = (named or default or info or [{}])[0]
     return info if isinstance(info, dict) else {}
 
 
@@ -102,7 +114,8 @@ def meta_from_hub(data: Any) -> DatasetMeta:
         data = DatasetInfo(**data)
     tags = list(data.tags or [])
     card = data.card_data.to_dict() if data.card_data is not None else {}
-    info = _card_info(card)
+    config = config_name(card)
+    info = _card_info(card, config)
     columns = []
     for feature in info.get("features") or []:
         dtype, n_unique = _feature_dtype(feature)
@@ -123,6 +136,7 @@ def meta_from_hub(data: Any) -> DatasetMeta:
         size_bytes=int(size_bytes) if size_bytes else None,
         n_rows=n_rows,
         n_rows_bounds=_row_bounds(tags, card),
+        config_name=config,
         splits=[str(s.get("name")) for s in splits],
         columns=columns,
         targets=heuristic_targets(columns),

@@ -86,6 +86,7 @@ class DatasetMeta(Record):
     size_bytes: int | None = None
     n_rows: int | None = None
     n_rows_bounds: tuple[int, int | None] | None = None
+    config_name: str | None = None  # Hub config (subset) described and loaded; None = the only one
     splits: list[str] = Field(default_factory=list)
     columns: list[ColumnInfo] = Field(default_factory=list)
     targets: list[TargetSpec] = Field(default_factory=list)
@@ -115,6 +116,7 @@ class VerifiedDataset(Record):
     license: str | None = None
     size_bytes: int | None = None
     n_rows: int | None = None
+    config_name: str | None = None  # Hub config (subset) to load; None = the dataset's own default
     splits: list[str] = Field(default_factory=list)
     columns: list[ColumnInfo] = Field(default_factory=list)
     downloads: int | None = None

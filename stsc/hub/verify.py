@@ -120,6 +120,7 @@ def to_record(
         license=meta.license,
         size_bytes=meta.size_bytes,
         n_rows=meta.n_rows,
+        config_name=meta.config_name,
         splits=meta.splits,
         columns=meta.columns,
         downloads=meta.downloads,

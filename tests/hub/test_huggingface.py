@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from stsc.config import HubConfig
 from stsc.errors import DatasetNotFoundError, HubError
-from stsc.hub.huggingface import HuggingFaceSource
+from stsc.hub.huggingface import HuggingFaceSource, meta_from_hub
 from stsc.hub.source import DatasetSource, make_source
-from tests.fakes.hub_server import FakeHubServer
+from tests.fakes.hub_server import FakeHubServer, load_hub_datasets
 
 
 def _source(server: FakeHubServer) -> HuggingFaceSource:
@@ -82,3 +84,14 @@ def test_the_token_is_read_from_the_configured_environment_variable(hub_online, 
         HubConfig(kind="huggingface", endpoint=hub_online.url, token_env="STSC_TEST_HUB_TOKEN")
     )
     assert source.api.token == "hf_secret"
+
+
+def test_the_config_marked_default_is_recorded_with_its_own_schema() -> None:
+    data = copy.deepcopy(next(d for d in load_hub_datasets() if d["id"] == "acme/city-air-quality"))
+    assert meta_from_hub(data).config_name == "berlin"  # none marked: the first listed
+    data["cardData"]["configs"][1]["default"] = True
+    meta = meta_from_hub(data)
+    assert meta.config_name == "paris"
+    assert [c.name for c in meta.columns] == ["station", "pm10", "temperature", "air_quality"]
+    del data["cardData"]["configs"]  # the repository's files form its only config
+    assert meta_from_hub(data).config_name is None
