@@ -140,16 +140,17 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces secret values (environment and config) in every log record (installed by the CLI)."""
+    """Replaces secret values (environment and config) and URL passwords in every log record, its
+    traceback included (installed by the CLI)."""
 
     def __init__(self, extra_secrets: list[str] | None = None) -> None:
         super().__init__()
         self.secrets = known_secrets(extra_secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = redact_text(record.getMessage(), self.secrets)
-            record.msg, record.args = message, None
+        record.msg, record.args = redact_text(record.getMessage(), self.secrets), None
+        if record.exc_info and not record.exc_text:  # formatters reuse exc_text once it is set
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), self.secrets)
         return True
 
 

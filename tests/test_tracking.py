@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,29 @@ def test_config_keys_mlflow_refuses_in_a_param_name_are_logged_under_a_safe_name
     params = tracker.client.get_run(run_id).data.params
     assert params["topics.areas.vision _ language"] == "0.5"
     assert params["topics.areas.time series _forecasting_"] == "0.5" and params["topics.n"] == "4"
+
+
+def test_the_log_filter_redacts_url_passwords_and_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+
+    from stsc.tracking import RedactingFilter, looks_secret
+
+    for name in [k for k in os.environ if looks_secret(k)]:
+        monkeypatch.delenv(name)  # no secret in the environment, none in the config
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter([]))
+    logger = logging.getLogger("stsc.test_redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("served at %s", "http://alice:Pa55w0rd-1@vllm:8000/v1")
+        try:
+            raise ConnectionError("cannot reach http://bob:Pa55w0rd-2@mlflow:5000")
+        except ConnectionError:
+            logger.warning("closing failed", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "http://alice:***REDACTED***@vllm:8000/v1" in text and "ConnectionError" in text
+    assert "Pa55w0rd" not in text
