@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stsc.errors import TaskFormatError
-from stsc.store import read_yaml
+from stsc.store import _fsync_dir, read_yaml
 
 SCHEMA_VERSION = 1
 TASK_YAML = "task.yaml"
@@ -231,7 +231,8 @@ def _write_tree(folder: Path, draft: TaskDraft) -> None:
 
 
 def write_task(folder: Path, draft: TaskDraft) -> Path:
-    """Write ``draft`` as the folder ``folder`` atomically: built in a temp sibling, then renamed.
+    """Write ``draft`` as the folder ``folder`` atomically and durably: built in a temp sibling,
+    then published with ``publish_folder``.
 
     Raises ``FileExistsError`` when ``folder`` already exists (a finished item is never rewritten).
     """
@@ -247,11 +248,25 @@ def write_task(folder: Path, draft: TaskDraft) -> Path:
     return folder
 
 
+def _sync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root``, each folder after its contents."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            _fsync_dir(Path(dirpath) / name)  # opens read-only and fsyncs: a file's data too
+        _fsync_dir(Path(dirpath))
+
+
 def publish_folder(tmp: Path, folder: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``folder`` (same file system, atomic)."""
+    """Rename the finished folder ``tmp`` to ``folder`` (same file system, atomic), durably: every
+    file and folder of ``tmp`` is fsynced before the rename and the parent after it, so a folder
+    that exists after a crash is complete (a resumed stage takes it as finished).
+
+    Raises ``FileExistsError`` when ``folder`` already exists."""
     if folder.exists():
         raise FileExistsError(f"{folder} already exists; remove it to regenerate the task")
+    _sync_tree(tmp)
     os.rename(tmp, folder)
+    _fsync_dir(folder.parent)
 
 
 def _parse(model: type[_Model], data: dict[str, Any], path: Path) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,27 @@ def test_metric_direction_and_optimum_come_from_the_meta():
     assert acc.at_optimum(1.0) and not acc.at_optimum(0.99)
     r2 = TaskMeta(**base, metric="r2", higher_is_better=True, metric_bounds=(None, 1.0))
     assert not r2.at_optimum(-5.0)
+
+
+def test_every_file_and_folder_is_fsynced_before_the_task_is_renamed_into_place(tmp_path, monkeypatch):
+    draft = _draft(tmp_path)
+    folder = tmp_path / "lib" / draft.task_id
+    synced: list[tuple[Path, bool]] = []  # (path at fsync time, whether the task was in place yet)
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append((Path(os.readlink(f"/proc/self/fd/{fd}")), folder.exists()))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    write_task(folder, draft)
+    before = [p.relative_to(folder.parent) for p, published in synced if not published]
+    temps = {p.parts[0] for p in before if p.parts}
+    assert len(temps) == 1 and temps.pop().startswith(f".{draft.task_id}."), (
+        f"fsynced before the rename: {before}"
+    )
+    relative = {Path(*p.parts[1:]) for p in before if p.parts}
+    everything = {p.relative_to(folder) for p in folder.rglob("*")} | {Path(".")}
+    assert Path("workspace/data/train.csv") in everything and Path("private") in everything
+    assert everything <= relative, f"not fsynced: {sorted(map(str, everything - relative))}"
+    assert synced[-1] == (folder.parent, True), "the parent is fsynced after the rename"
