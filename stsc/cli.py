@@ -31,11 +31,22 @@ def _hydra_files(output_dir: Path) -> dict[str, str]:
 
 
 def load_plugins(modules: list[str]) -> None:
-    """Import ``plugins=[...]`` modules (they may register extra stages)."""
+    """Import ``plugins=[...]`` modules (they may register extra stages); raises ``ConfigError``
+    naming a module that cannot be found."""
     import importlib
 
+    from stsc.errors import ConfigError
+
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+                raise  # the plugin exists; something it imports is missing
+            raise ConfigError(
+                f"plugins=[{name}]: no module {e.name!r} on the Python path (PYTHONPATH or an installed "
+                "package); give the dotted module name, e.g. plugins=[my_pkg.stages]"
+            ) from None
 
 
 def _sweep_dir() -> Path | None:
@@ -67,17 +78,23 @@ def _job(dict_cfg: Any) -> None:
     _install_redaction(secrets)
     try:
         cfg = to_root_config(dict_cfg)
+        load_plugins(cfg.plugins)
     except StscError as e:
         log.error("%s", e)
         sys.exit(2)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    load_plugins(cfg.plugins)
-    if cfg.dry_run:
-        from stsc.plan import format_plan, make_plan
+    try:
+        if cfg.dry_run:
+            from stsc.plan import format_plan, make_plan
 
-        print(format_plan(make_plan(cfg, sweep_dir=_sweep_dir())))
-        return
-    _run(cfg, OmegaConf.to_yaml(dict_cfg, resolve=True), output_dir, secrets)
+            print(format_plan(make_plan(cfg, sweep_dir=_sweep_dir())))
+            return
+        _run(cfg, OmegaConf.to_yaml(dict_cfg, resolve=True), output_dir, secrets)
+    except Exception as e:  # Hydra prints the traceback: its messages must hold no secret
+        from stsc.tracking import known_secrets, redact_exception
+
+        redact_exception(e, known_secrets(secrets))
+        raise
 
 
 def _run(cfg: Any, resolved_yaml: str, output_dir: Path, secrets: list[str]) -> None:

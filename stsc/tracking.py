@@ -93,6 +93,30 @@ def redact_text(text: str, secrets: list[str] | None = None) -> str:
     return redact_url_credentials(text)
 
 
+def redact_exception(error: BaseException, secrets: list[str] | None = None) -> None:
+    """Redact, in place, the arguments of ``error`` and of the errors it was raised from or during,
+    so a traceback printed from it (Hydra prints the job's) shows no secret value or URL password."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        args = tuple(
+            redact_text(str(a), secrets) if not isinstance(a, int | float) else a for a in current.args
+        )
+        if [str(a) for a in args] != [str(a) for a in current.args]:
+            try:
+                current.args = args
+            except (AttributeError, TypeError):  # an exception class with read-only args
+                pass
+            for name in ("message", "msg"):  # exceptions that keep their text in an attribute too
+                if isinstance(getattr(current, name, None), str):
+                    try:
+                        setattr(current, name, redact_text(getattr(current, name), secrets))
+                    except (AttributeError, TypeError):
+                        pass
+        current = current.__cause__ or current.__context__
+
+
 def redact_overrides(overrides: list[str], secrets: list[str] | None = None) -> str:
     """Hydra overrides joined for display: values of secret-named keys (``+llm.api_key=sk-...``, swept
     ones too) and secret values replaced."""

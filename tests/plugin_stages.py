@@ -50,7 +50,13 @@ def run_probe_sum(cfg, ctx) -> None:
 
 def run_probe_fail(cfg, ctx) -> None:
     if cfg.seed == 13:
-        raise RuntimeError("probe_fail: failing as asked (seed=13)")
+        secret_env = os.environ.get("STSC_TEST_LOG_SECRET_FROM")
+        shown = (
+            f" holding {os.environ[secret_env]} and http://u:{os.environ[secret_env]}@host"
+            if secret_env
+            else ""
+        )
+        raise RuntimeError(f"probe_fail: failing as asked (seed=13){shown}") from ValueError(shown)
     ctx.report.add_out()
 
 

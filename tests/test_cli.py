@@ -284,3 +284,26 @@ def test_bad_input_exits_with_a_message_naming_it(tmp_path: Path, override: str)
     )
     assert proc.returncode == 2
     assert override.split("=")[1].strip("[]") in proc.stdout + proc.stderr
+
+
+def test_an_unexpected_error_is_printed_without_secrets(tmp_path: Path) -> None:
+    args = ["stages=[probe_fail]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "seed=13"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": FAKE_ENV_SECRET,
+           "STSC_TEST_LOG_SECRET_FROM": "OPENAI_API_KEY", "HYDRA_FULL_ERROR": "1"}  # fmt: skip
+    proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "probe_fail: failing as asked (seed=13) holding" in console, console[
+        -3000:
+    ]
+    assert "ValueError" in console and "http://u:***REDACTED***@host" in console  # the cause too
+    assert FAKE_ENV_SECRET not in console
+
+
+def test_a_plugin_module_that_does_not_exist_is_named_as_a_config_error(tmp_path: Path) -> None:
+    args = ["stages=[probe_items]", "plugins=[tests.no_such_plugin]", f"root={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 2, console[-3000:]
+    assert "plugins=[tests.no_such_plugin]: no module 'tests.no_such_plugin'" in console
+    assert "Traceback" not in console
