@@ -174,7 +174,7 @@ _PAPER_GRAPH = (
         ("propose", "hub.kind", "hub.catalog_sources"),
         prompts=_propose_prompts,
     ),
-    StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter"), 2),
+    StageSpec("verify", "stsc.hub.verify:run_verify", ("propose",), ("hub", "dataset_filter"), 3),
     StageSpec(
         "generate",
         "stsc.synth.generate:run_generate",
