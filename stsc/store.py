@@ -26,7 +26,9 @@ REPORT_FILE = "report.json"
 SCHEMA_VERSION = 1
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file's data, or a folder's entries) to disk; a path that cannot be opened
+    is skipped."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -67,7 +69,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def overwrite_bytes(path: Path, data: bytes) -> None:

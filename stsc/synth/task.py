@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stsc.errors import TaskFormatError
-from stsc.store import _fsync_dir, read_yaml
+from stsc.store import fsync_path, read_yaml
 
 SCHEMA_VERSION = 1
 TASK_YAML = "task.yaml"
@@ -252,8 +252,8 @@ def _sync_tree(root: Path) -> None:
     """fsync every file and folder under ``root``, each folder after its contents."""
     for dirpath, _, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            _fsync_dir(Path(dirpath) / name)  # opens read-only and fsyncs: a file's data too
-        _fsync_dir(Path(dirpath))
+            fsync_path(Path(dirpath) / name)  # opens read-only and fsyncs: a file's data too
+        fsync_path(Path(dirpath))
 
 
 def publish_folder(tmp: Path, folder: Path) -> None:
@@ -266,7 +266,7 @@ def publish_folder(tmp: Path, folder: Path) -> None:
         raise FileExistsError(f"{folder} already exists; remove it to regenerate the task")
     _sync_tree(tmp)
     os.rename(tmp, folder)
-    _fsync_dir(folder.parent)
+    fsync_path(folder.parent)
 
 
 def _parse(model: type[_Model], data: dict[str, Any], path: Path) -> Any:
