@@ -23,7 +23,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,16 +313,31 @@ def is_complete(folder: Path) -> bool:
 
 
 @contextmanager
-def _stage_lock(folder: Path) -> Iterator[None]:
-    """Serialise two jobs (a sweep) computing the same stage key."""
+def _stage_lock(folder: Path, shared: bool = False) -> Iterator[None]:
+    """Serialise two runs computing (or forcing) the same stage key; ``shared``: held by every stage
+    reading ``folder`` as its input, so a ``force`` elsewhere waits until no stage reads it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock_path = folder.parent / f".{folder.name}.lock"
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("stage folder %s is in use by another run; waiting for it", folder)
+            fcntl.flock(fh, mode)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _reading_inputs(spec: StageSpec, keys: dict[str, str], store: Path) -> Iterator[dict[str, Path]]:
+    """The complete input folders of ``spec``, held shared while the stage runs."""
+    with ExitStack() as held:
+        for up in spec.after:
+            held.enter_context(_stage_lock(stage_dir(store, up, keys[up]), shared=True))
+        yield _inputs(spec, keys, store)
 
 
 def _move_aside(folder: Path) -> list[Path]:
@@ -413,49 +428,51 @@ def _run_one(cfg: RootConfig, name: str, keys: dict[str, str], store: Path, trac
                     name, key, folder, report, cache_hit=True, params=stage_config(cfg, spec)
                 )
             return StageOutcome(name, key, folder, True, report)
-        inputs = _inputs(spec, keys, store)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            folder / "stage.json",
-            {
-                "stage": name,
-                "key": key,
-                "config": stage_config(cfg, spec),
-                "prompts": stage_prompts(cfg, spec),
-                "upstream": {u: keys[u] for u in spec.after},
-            },
-        )
-        report = StageReport(stage=name)
-        ctx = StageContext(
-            name=name, key=key, out_dir=folder, inputs=inputs, store=store, seed=cfg.seed, report=report
-        )
-        log.info("stage %s: running (key %s) -> %s", name, key, folder)
-        fn = spec.load()
-        stage_tracker = tracker.start_stage(name, key, params=stage_config(cfg, spec)) if tracker else None
-        ctx.tracker = stage_tracker
-        t0 = time.perf_counter()
-        try:
-            fn(cfg, ctx)
-        except BaseException as e:
+        with _reading_inputs(spec, keys, store) as inputs:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(
+                folder / "stage.json",
+                {
+                    "stage": name,
+                    "key": key,
+                    "config": stage_config(cfg, spec),
+                    "prompts": stage_prompts(cfg, spec),
+                    "upstream": {u: keys[u] for u in spec.after},
+                },
+            )
+            report = StageReport(stage=name)
+            ctx = StageContext(
+                name=name, key=key, out_dir=folder, inputs=inputs, store=store, seed=cfg.seed, report=report
+            )
+            log.info("stage %s: running (key %s) -> %s", name, key, folder)
+            fn = spec.load()
+            stage_tracker = (
+                tracker.start_stage(name, key, params=stage_config(cfg, spec)) if tracker else None
+            )
+            ctx.tracker = stage_tracker
+            t0 = time.perf_counter()
+            try:
+                fn(cfg, ctx)
+            except BaseException as e:
+                report.wall_s = time.perf_counter() - t0
+                if stage_tracker is not None:
+                    status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"  # Ctrl-C, SIGTERM
+                    stage_tracker.finish(report, ctx, status=status)
+                raise
             report.wall_s = time.perf_counter() - t0
+            atomic_write_json(folder / REPORT_FILE, report.to_dict())
+            for table, rows in ctx.tables.items():
+                atomic_write_json(folder / f"table_{table}.json", rows)
+            atomic_write_json(folder / SUCCESS_FILE, {"stage": name, "key": key, "finished": time.time()})
             if stage_tracker is not None:
-                status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"  # Ctrl-C, SIGTERM
-                stage_tracker.finish(report, ctx, status=status)
-            raise
-        report.wall_s = time.perf_counter() - t0
-        atomic_write_json(folder / REPORT_FILE, report.to_dict())
-        for table, rows in ctx.tables.items():
-            atomic_write_json(folder / f"table_{table}.json", rows)
-        atomic_write_json(folder / SUCCESS_FILE, {"stage": name, "key": key, "finished": time.time()})
-        if stage_tracker is not None:
-            stage_tracker.finish(report, ctx, status="FINISHED")
-        log.info(
-            "stage %s: done in %.1fs: %d in, %d out, drops %s, $%.4f",
-            name,
-            report.wall_s,
-            report.items_in,
-            report.items_out,
-            dict(report.drops),
-            report.cost_usd,
-        )
-        return StageOutcome(name, key, folder, False, report)
+                stage_tracker.finish(report, ctx, status="FINISHED")
+            log.info(
+                "stage %s: done in %.1fs: %d in, %d out, drops %s, $%.4f",
+                name,
+                report.wall_s,
+                report.items_in,
+                report.items_out,
+                dict(report.drops),
+                report.cost_usd,
+            )
+            return StageOutcome(name, key, folder, False, report)

@@ -1,7 +1,8 @@
 """Test-only stages, imported with ``plugins=[tests.plugin_stages]`` (in-process or by a subprocess).
 
 ``probe_items`` writes ``topics.n`` items one by one (``STSC_TEST_ITEM_DELAY`` seconds apart), skipping
-those already complete, and appends each to a journal so duplicates would show; ``probe_sum`` sums them.
+those already complete, and appends each to a journal so duplicates would show; ``probe_sum`` sums them
+(``STSC_TEST_SUM_DELAY`` seconds after listing them).
 ``probe_fail`` raises when ``seed=13`` (one failing job of a sweep).
 """
 
@@ -41,6 +42,7 @@ def run_probe_items(cfg, ctx) -> None:
 
 def run_probe_sum(cfg, ctx) -> None:
     items = sorted((ctx.input("probe_items") / "items").glob("*.json"))
+    time.sleep(float(os.environ.get("STSC_TEST_SUM_DELAY", "0")))  # between listing and reading
     total = sum(read_json(p)["value"] for p in items) * cfg.rollout.per_task
     ctx.report.add_in(len(items))
     ctx.report.add_out(1)

@@ -196,6 +196,35 @@ def test_in_a_sweep_force_recomputes_each_stage_key_once(tmp_path: Path) -> None
     assert _hits(outcomes) == {"probe_items": False, "probe_sum": False}
 
 
+def test_forcing_a_stage_waits_for_a_concurrent_run_reading_it(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    run_pipeline(replace(_cfg(tmp_path), stages=["probe_items"]))
+    monkeypatch.setenv("STSC_TEST_SUM_DELAY", "1.5")
+    reader: dict[str, object] = {}
+
+    def read() -> None:
+        try:
+            reader["outcomes"] = run_pipeline(_cfg(tmp_path, per_task=2))  # not the forcing run's sum
+        except Exception as e:  # reported below
+            reader["error"] = e
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    reading = _cfg(tmp_path, per_task=2)
+    sum_dir = stage_dir(reading.store_path, "probe_sum", compute_keys(reading)["probe_sum"])
+    while not (sum_dir / "stage.json").exists():  # probe_sum has listed (or is listing) the items
+        assert thread.is_alive(), reader
+        time.sleep(0.01)
+    forced = run_pipeline(replace(_cfg(tmp_path), stages=["probe_items"], force=["probe_items"]))
+    assert not thread.is_alive()  # the force waited for the reader to finish
+    thread.join()
+    assert "error" not in reader, reader.get("error")
+    assert _hits(reader["outcomes"]) == {"probe_items": True, "probe_sum": False}
+    assert reader["outcomes"][1].report.metrics["total"] == 2 * sum(i * i for i in range(5))
+    assert _hits(forced) == {"probe_items": False}
+
+
 def test_force_invalidates_unselected_descendants_too(tmp_path: Path) -> None:
     run_pipeline(_cfg(tmp_path))
     cfg = _cfg(tmp_path)
