@@ -248,10 +248,10 @@ def git_commit(root: Path) -> str:
 class StageTracker:
     """The nested run of one stage."""
 
-    def __init__(self, client: Any, run_id: str):
+    def __init__(self, client: Any, run_id: str, secrets: list[str] | None = None):
         self.client = client
         self.run_id = run_id
-        self._secrets = secret_env_values()
+        self._secrets = known_secrets() if secrets is None else secrets  # values to redact
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -373,7 +373,7 @@ class JobTracker:
             "cache_hit": str(cache_hit).lower(),
             "git_commit": git_commit(self.root),
         }
-        return StageTracker(self.client, self._create_run(name, tags, params))
+        return StageTracker(self.client, self._create_run(name, tags, params), self._secrets)
 
     def record_stage(
         self, name: str, key: str, folder: Path, report: Any, cache_hit: bool, params: Mapping[str, Any]
@@ -384,7 +384,7 @@ class JobTracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         assert self.run_id is not None
-        StageTracker(self.client, self.run_id).log_artifact(path, artifact_path)
+        StageTracker(self.client, self.run_id, self._secrets).log_artifact(path, artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:

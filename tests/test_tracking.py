@@ -177,6 +177,27 @@ def test_config_keys_mlflow_refuses_in_a_param_name_are_logged_under_a_safe_name
     assert params["topics.areas.time series _forecasting_"] == "0.5" and params["topics.n"] == "4"
 
 
+def test_stage_runs_redact_the_secret_values_given_on_the_command_line(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from stsc.store import StageReport
+    from stsc.tracking import JobTracker
+
+    secret = "sk-cli-given-0123456789"  # e.g. +teacher.llm.extra.api_key=..., not in the environment
+    tracker = JobTracker(TrackingConfig(), tmp_path, extra_secrets=[secret])
+    tracker.start("job", {"seed": 0})
+    stage = tracker.start_stage("probe", "abc123", params={"seed": 0})
+    report = StageReport(stage="probe")
+    report.notes["last_error"] = f"refused with key {secret}"
+    ctx = SimpleNamespace(tables={"calls": [{"message": f"401 for {secret}"}]}, artifacts=[])
+    stage.finish(report, ctx)
+    root = Path(tracker.client.download_artifacts(stage.run_id, "", str(tmp_path / "down")))
+    texts = {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+    assert {"stage_summary.json", "tables/calls.json"} <= set(texts)
+    assert all(secret not in text for text in texts.values()), texts
+    assert "***REDACTED***" in texts["tables/calls.json"] and "***REDACTED***" in texts["stage_summary.json"]
+
+
 def test_the_log_filter_redacts_url_passwords_and_tracebacks(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
     import logging
