@@ -1,7 +1,7 @@
 """Local backend: commands run as processes of this machine.
 
 Every command starts in a new session; a timeout kills the whole session (with bwrap, the whole
-PID namespace). Each process gets rlimits: address space (``memory_mb``), processes (``pids_limit``
+PID namespace), and so does closing the sandbox while the command runs. Each process gets rlimits: address space (``memory_mb``), processes (``pids_limit``
 above what the sandbox user already runs), open files (``nofile``) and, optionally, CPU time. The
 environment is rebuilt from an allowlist. ``python`` resolves to ``cfg.python`` (default: the
 interpreter running stsc, so tasks see the same numpy/pandas/scikit-learn).
@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,12 +82,47 @@ def kill_session(sid: int) -> None:
             continue
 
 
+class Sessions:
+    """The sessions of the commands running in one sandbox; ``kill_all`` (on close) kills them and
+    every session registered after it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[int] = set()
+        self._killed = False
+
+    def add(self, sid: int) -> None:
+        with self._lock:
+            if not self._killed:
+                self._ids.add(sid)
+                return
+        kill_session(sid)
+
+    def discard(self, sid: int) -> None:
+        with self._lock:
+            self._ids.discard(sid)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            self._killed = True
+            for sid in self._ids:
+                kill_session(sid)
+
+
 def run_process(
-    argv: list[str], *, env: dict[str, str], cwd: str, timeout: float, limit: int, **popen: object
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str,
+    timeout: float,
+    limit: int,
+    sessions: Sessions | None = None,
+    **popen: object,
 ) -> ExecResult:
     """Run ``argv`` in a new session with stdout/stderr each capped at ``limit`` bytes. At the
     timeout, or if this call is interrupted (Ctrl-C), the session is killed. After the command
-    exits its session is killed too, so background processes do not outlive it."""
+    exits its session is killed too, so background processes do not outlive it. ``sessions``
+    holds the session while it runs, so that closing its sandbox kills it."""
     start = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -101,10 +137,14 @@ def run_process(
     out, err = CappedBuffer(limit), CappedBuffer(limit)
     timed_out = False
     try:
+        if sessions is not None:
+            sessions.add(proc.pid)
         timed_out = _pump(proc, out, err, start + timeout)
     finally:
         if proc.poll() is None:
             kill_session(proc.pid)
+        if sessions is not None:  # before the wait: once reaped, the id may name another process
+            sessions.discard(proc.pid)
         proc.wait()
     return ExecResult(
         exit_code=exit_code_of(proc.returncode),
@@ -310,7 +350,8 @@ class LocalSandbox(HostBoundSandbox):
 
     def __init__(self, cfg: SandboxConfig, plan: LocalPlan, workspace: Path, label: str):
         layout = new_layout(cfg.workdir, isolated=plan.bwrap is not None)
-        super().__init__(cfg, layout, label, _no_teardown)
+        self._sessions = Sessions()
+        super().__init__(cfg, layout, label, self._sessions.kill_all)
         self.uid, self.gid = plan.uid, plan.gid
         self.plan = plan
         try:
@@ -343,7 +384,9 @@ class LocalSandbox(HostBoundSandbox):
         argv = [*self._prefixes[evaluation], "bash", "-c", script, "stsc", cwd, *args]
         popen_cwd = "/" if self.plan.bwrap else str(self.layout.root)
         limit = self.cfg.output_limit_bytes
-        return run_process(argv, env=full_env, cwd=popen_cwd, timeout=timeout, limit=limit)
+        return run_process(
+            argv, env=full_env, cwd=popen_cwd, timeout=timeout, limit=limit, sessions=self._sessions
+        )
 
     def _prefix(self, evaluation: bool) -> list[str]:
         """What a command runs under: bwrap (and setpriv when root) or nothing."""
@@ -365,10 +408,6 @@ class LocalSandbox(HostBoundSandbox):
             ids = [f"--reuid={plan.uid}", f"--regid={plan.gid}", "--clear-groups", "--inh-caps=-all"]
             argv += ["setpriv", *ids, "--"]
         return argv
-
-
-def _no_teardown() -> None:
-    return None
 
 
 class LocalSandboxFactory:

@@ -229,6 +229,28 @@ def test_close_removes_the_sandbox_and_is_idempotent(start, sandbox_workdir):
         sb.exec("true", timeout=5)
 
 
+def test_closing_a_sandbox_stops_the_command_still_running_in_it(start):
+    sb = start()
+    shell = sb.shell()
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            shell.run("echo started > started; sleep 60", timeout=60)
+        except SandboxError:
+            pass  # a backend may report the command's end as the sandbox being gone
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not (sb.layout.workspace / "started").exists():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    sb.close()  # e.g. an episode cancelled while its command runs
+    assert done.wait(15), "the command kept running after its sandbox was closed"
+
+
 def test_errors_inside_a_with_block_still_close_the_sandbox(start):
     sb = start()
     with pytest.raises(RuntimeError), sb:
