@@ -231,7 +231,7 @@ class FileEditor:
         if not 1 <= len(args) <= 2:
             raise UsageError("Usage: search_dir <search_term> [<dir>]")
         term, where = args[0], self.path(args[1] if len(args) == 2 else ".")
-        result = self._exec(["grep", "-rIc", "-D", "skip", "-F", "--", term, where])
+        result = self._exec(["grep", "-rIcH", "-D", "skip", "-F", "--", term, where])
         if result.exit_code > 1:
             raise UsageError(f"Cannot search {where}: {result.output.strip()}")
         counts = []

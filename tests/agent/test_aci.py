@@ -149,6 +149,8 @@ def test_search_and_find_commands(aci) -> None:
     out = run(aci, "search_dir colour")
     assert out.startswith("Found ") and "data/train.csv (1 matches)" in out and out.endswith("/workspace")
     assert run(aci, "search_dir zebra_stripes").startswith('No matches found for "zebra_stripes"')
+    out = run(aci, "search_dir writer baseline.py")  # a single file is listed by name too
+    assert out.splitlines()[1] == f"{aci.sandbox.workspace}/baseline.py (3 matches)"
     out = run(aci, "search_file writer baseline.py")
     assert 'Found 3 matches for "writer"' in out and "Line 8:    writer = csv.writer(f)" in out
     run(aci, "open baseline.py")
