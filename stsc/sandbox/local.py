@@ -1,10 +1,11 @@
 """Local backend: commands run as processes of this machine.
 
 Every command starts in a new session; a timeout kills the whole session (with bwrap, the whole
-PID namespace), and so does closing the sandbox while the command runs. Each process gets rlimits: address space (``memory_mb``), processes (``pids_limit``
-above what the sandbox user already runs), open files (``nofile``) and, optionally, CPU time. The
-environment is rebuilt from an allowlist. ``python`` resolves to ``cfg.python`` (default: the
-interpreter running stsc, so tasks see the same numpy/pandas/scikit-learn).
+PID namespace), and so does closing the sandbox while the command runs. Each process gets rlimits:
+address space (``memory_mb``), processes (``pids_limit`` above what the sandbox user runs when the
+command starts), open files (``nofile``) and, optionally, CPU time. The environment is rebuilt from
+an allowlist. ``python`` resolves to ``cfg.python`` (default: the interpreter running stsc, so
+tasks see the same numpy/pandas/scikit-learn).
 
 With bubblewrap (``isolation: auto|bwrap``) each command also gets its own network namespace
 (loopback only, unless ``network: true``), PID and IPC namespaces, and a filesystem made of the
@@ -358,7 +359,6 @@ class LocalSandbox(HostBoundSandbox):
             copy_workspace(workspace, layout)
             if plan.privileged:
                 hand_over([layout.home, layout.tmp], plan.uid, plan.gid)
-            self._prologue = rlimit_prologue(cfg, plan.uid)
         except BaseException:
             self.close()
             raise
@@ -380,7 +380,8 @@ class LocalSandbox(HostBoundSandbox):
         self, mode: str, args: list[str], timeout: float, cwd: str, env: dict[str, str], *, evaluation: bool
     ) -> ExecResult:
         full_env = {**self._env, **env}
-        script = wrapper_script(mode, self._prologue, env_names=full_env)
+        # Counted per command: other sandboxes of the same user start and end processes meanwhile.
+        script = wrapper_script(mode, rlimit_prologue(self.cfg, self.plan.uid), env_names=full_env)
         argv = [*self._prefixes[evaluation], "bash", "-c", script, "stsc", cwd, *args]
         popen_cwd = "/" if self.plan.bwrap else str(self.layout.root)
         limit = self.cfg.output_limit_bytes

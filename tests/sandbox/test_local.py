@@ -138,3 +138,25 @@ def test_an_unknown_backend_is_a_config_error():
 
     with pytest.raises(ConfigError, match="'local', 'docker'"):
         make_factory(SandboxConfig(backend="podman"))
+
+
+def test_the_process_limit_leaves_room_beside_what_other_sandboxes_run_meanwhile(tmp_path, task_workspace):
+    import threading
+    import time
+    from dataclasses import replace
+
+    cfg = base_config("local", tmp_path / "sandboxes")
+    quiet = LocalSandboxFactory(replace(cfg, pids_limit=8)).start(task_workspace, "quiet")
+    busy = LocalSandboxFactory(cfg).start(task_workspace, "busy")  # the same sandbox user
+    try:
+        spawn = "for i in $(seq 30); do sleep 60 & done; echo up > up; wait"
+        threading.Thread(target=busy.exec, args=(spawn, 90), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while not (busy.layout.workspace / "up").exists():
+            assert time.monotonic() < deadline, "the busy sandbox never started its processes"
+            time.sleep(0.05)
+        result = quiet.exec("for i in 1 2 3; do /bin/true; done; echo forked", timeout=10)
+    finally:
+        busy.close()
+        quiet.close()
+    assert result.ok and result.stdout == "forked\n", result
