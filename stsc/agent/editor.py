@@ -3,8 +3,9 @@
 Files live in the sandbox; the editor reads and writes them with ``get``/``put`` and runs ``grep``,
 ``find`` and ``flake8`` there with ``exec``, so the same code works for every backend. Every handler
 takes the argument string and the body (for ``edit``/``insert``) and returns the observation text;
-a misuse, or a path that is not a readable regular file (a folder, a named pipe, gone), is an
-observation saying so, never an exception. Only infrastructure failure raises (``SandboxError``).
+a misuse, or a path that is not a readable regular file (a folder, a named pipe, gone) or is larger
+than ``MAX_FILE_BYTES`` (the host reads a file whole), is an observation saying so, never an
+exception. Only infrastructure failure raises (``SandboxError``).
 
 Edits change only the lines they name: lines are split on ``\\n`` alone, each keeps its own line end
 (``\\n`` or ``\\r\\n``; new lines take the file's usual one), bytes that are not UTF-8 pass through
@@ -29,8 +30,10 @@ from stsc.sandbox.base import ExecResult, Sandbox
 
 LINT_CODES = "F821,F822,F831,E111,E112,E113,E999,E902"
 MAX_LISTED = 100
+MAX_FILE_BYTES = 16 * 2**20  # larger files (data) are refused: view them with head, sed or grep
 _MISSING = "does not exist"
 _SPECIAL = "is not a regular file (a folder, a named pipe or a device)"
+_GONE = {_MISSING: "no longer exists", _SPECIAL: "is no longer a regular file"}
 
 
 class UsageError(Exception):
@@ -100,15 +103,22 @@ class FileEditor:
     def _exec(self, argv: list[str]) -> ExecResult:
         return self.sandbox.exec(argv, timeout=self.timeout, cwd=self._cwd())
 
-    def is_file(self, path: str) -> bool:
-        return self._exec(["test", "-f", path]).ok
-
     def _not_a_file(self, path: str) -> str | None:
-        """Why ``path`` cannot be edited (missing, or a folder, pipe or device), or None for a
-        regular file. Checked inside the sandbox, so a named pipe is never opened."""
-        if self.is_file(path):
-            return None
-        return _SPECIAL if self._exec(["test", "-e", path]).ok else _MISSING
+        """Why ``path`` cannot be edited (missing; a folder, pipe or device; too large), or None for
+        a regular file. Checked inside the sandbox, so a named pipe is never opened."""
+        result = self._exec(["stat", "-L", "-c", "%F:%s", "--", path])
+        if not result.ok:
+            return _MISSING
+        kind, _, size = result.stdout.strip().rpartition(":")
+        if kind not in ("regular file", "regular empty file"):
+            return _SPECIAL
+        if int(size) > MAX_FILE_BYTES:
+            return (
+                f"is too large for the editor ({int(size) / 2**20:.1f} MB; the limit is "
+                f"{MAX_FILE_BYTES // 2**20} MB). View parts of it with head, tail, grep -n or "
+                "sed -n 'START,ENDp'"
+            )
+        return None
 
     def read(self, path: str) -> Document:
         """The sandbox file ``path``; raises ``UsageError`` unless it is a readable regular file."""
@@ -176,7 +186,7 @@ class FileEditor:
         problem = self._not_a_file(path)
         if problem:
             self.open_file = None
-            gone = "no longer exists" if problem == _MISSING else "is no longer a regular file"
+            gone = _GONE.get(problem, problem)
             raise UsageError(f"The open file {path} {gone}; open a file again.")
         return path, self._fetch(path)
 
@@ -194,8 +204,10 @@ class FileEditor:
         problem = self._not_a_file(path)
         if problem == _MISSING:
             raise UsageError(f"File {args[0]} not found (looked for {path}).")
-        if problem:
+        if problem == _SPECIAL:
             raise UsageError(f"{args[0]} {problem}; only regular files can be opened.")
+        if problem:
+            raise UsageError(f"{args[0]} {problem}.")
         line = self._line_number(args[1], 'open "<path>" [<line_number>]') if len(args) == 2 else 1
         self.open_file, self.current_line = path, line
         return self._show()

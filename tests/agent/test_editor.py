@@ -143,6 +143,18 @@ def test_opening_or_searching_a_folder_or_pipe_is_an_observation(aci, make: str)
     assert "not found" in run(aci, "open missing.txt")
 
 
+def test_a_file_too_large_for_the_editor_is_refused_before_the_host_reads_it(aci) -> None:
+    run(aci, "truncate -s 17M big.csv; echo id,label > small.csv")
+    for action in ("open big.csv", "search_file id big.csv"):
+        assert "big.csv is too large for the editor (17.0 MB; the limit is 16 MB)" in run(aci, action)
+    assert aci.state["open_file"] == "n/a"
+    run(aci, "open small.csv")
+    run(aci, "truncate -s 17M small.csv")  # grew past the limit while open
+    out = run(aci, "goto 1")
+    assert "small.csv is too large for the editor" in out and "head" in out
+    assert aci.state["open_file"] == "n/a"
+
+
 def test_an_open_file_that_vanished_is_an_observation(aci) -> None:
     run(aci, "echo one > a.txt")
     run(aci, "open a.txt")
