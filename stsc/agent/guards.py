@@ -98,11 +98,17 @@ def refusal(action: str, blocked: list[str]) -> str | None:
             if not tokens:
                 continue
             for words in blocked_tokens:
-                if tokens[: len(words)] == words:
+                if _names(tokens, words):
                     return _message(" ".join(words))
             if _interactive_interpreter(tokens, segment, piped):
                 return _message(" ".join(tokens))
     return None
+
+
+def _names(tokens: list[str], words: list[str]) -> bool:
+    """Whether the simple command ``tokens`` runs the blocked entry ``words``: its program (by
+    name, or by a path ending in it) with the entry's other words among its arguments."""
+    return tokens[0].rsplit("/", 1)[-1] == words[0] and all(w in tokens[1:] for w in words[1:])
 
 
 def _message(program: str) -> str:
