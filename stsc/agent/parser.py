@@ -44,7 +44,7 @@ def split_thinking(text: str) -> tuple[str, str]:
 def parse_response(text: str) -> ParsedResponse:
     """Split a response into thought and action; raises ``ModelOutputError`` (a format error,
     worded for the model) when there is not exactly one non-empty command block."""
-    thinking, rest = split_thinking(text)
+    thinking, rest = split_thinking(text.replace("\r\n", "\n"))  # a provider's CRLF line ends
     blocks = list(_FENCE.finditer(rest))
     if not blocks:
         raise ModelOutputError(f"Your response contains no command block. {FORMAT_HELP}")

@@ -115,6 +115,7 @@ def exit_code_of(returncode: int) -> int:
 # processes), so a command's processes never outlive it.
 
 _RESTORE = r"""__stsc_state=$1; shift
+shopt -s expand_aliases
 if [ -f "$__stsc_state.env" ]; then
   unset -v __STSC_UNSET__ 2>/dev/null
   . "$__stsc_state.env"

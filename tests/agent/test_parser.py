@@ -14,6 +14,14 @@ def test_a_discussion_and_one_block_give_thought_and_action() -> None:
     assert parsed.thought == "DISCUSSION\nList the files first."
 
 
+def test_crlf_line_ends_parse_like_lf_ones() -> None:
+    parsed = parse_response(
+        "DISCUSSION\r\nTrain it.\r\n\r\n```bash\r\npython train.py \\\r\n  --epochs 2\r\n```\r\n"
+    )
+    assert parsed.action == "python train.py \\\n  --epochs 2"
+    assert parsed.thought == "DISCUSSION\nTrain it."
+
+
 def test_a_multi_line_command_keeps_its_lines_and_indentation() -> None:
     parsed = parse_response("Fix the loop.\n```\nedit 3:4\n    x = 1\n    y = 2\nend_of_edit\n```")
     assert parsed.action == "edit 3:4\n    x = 1\n    y = 2\nend_of_edit"

@@ -97,10 +97,12 @@ def test_commands_run_as_a_non_root_user_without_capabilities(sandbox):
 def test_the_shell_keeps_directory_exports_and_functions_across_commands(sandbox):
     shell = sandbox.shell()
     assert shell.cwd == sandbox.workspace
-    assert shell.run("cd data && export SPLIT=train && greet() { echo hi $1; }", timeout=30).ok
+    assert shell.run(
+        "cd data && export SPLIT=train && greet() { echo hi $1; }; alias hey='echo hey'", timeout=30
+    ).ok
     assert shell.cwd == f"{sandbox.workspace}/data"
-    result = shell.run('pwd; echo "$SPLIT"; greet you', timeout=30)
-    assert result.stdout.splitlines() == [f"{sandbox.workspace}/data", "train", "hi you"]
+    result = shell.run('pwd; echo "$SPLIT"; greet you; hey there', timeout=30)
+    assert result.stdout.splitlines() == [f"{sandbox.workspace}/data", "train", "hi you", "hey there"]
     assert shell.run("unset SPLIT; cd ..; exit 4", timeout=30).exit_code == 4
     assert shell.run('pwd; echo "[$SPLIT]"', timeout=30).stdout.splitlines() == [sandbox.workspace, "[]"]
     assert shell.run('mkdir -p "out " && cd "out "', timeout=30).ok  # a name ending in a space
