@@ -168,8 +168,8 @@ def test_the_printed_summary_hides_the_tracking_servers_password(capsys: pytest.
     assert "Pa55w0rd" not in out and "http://u:***REDACTED***@mlflow:5000" in out
 
 
-def test_sigterm_marks_the_runs_killed_and_a_rerun_resumes(tmp_path: Path) -> None:
-    args = ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=40"]
+def _start_writing_items(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``stsc args`` started with slow ``probe_items``, once its journal holds three items."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "STSC_TEST_ITEM_DELAY": "0.1"}
     proc = subprocess.Popen(
         STSC + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -180,6 +180,12 @@ def test_sigterm_marks_the_runs_killed_and_a_rerun_resumes(tmp_path: Path) -> No
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.05)
         journal = next((tmp_path / "mlruns" / "store").glob("probe_items/*/journal.jsonl"), None)
+    return proc, journal
+
+
+def test_sigterm_marks_the_runs_killed_and_a_rerun_resumes(tmp_path: Path) -> None:
+    args = ["stages=[probe_items]", "plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=40"]
+    proc, journal = _start_writing_items(args, tmp_path)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
@@ -213,16 +219,7 @@ def test_a_job_whose_config_files_cannot_be_logged_ends_its_run_failed(tmp_path:
 def test_a_sweep_stopped_by_sigterm_ends_every_run_killed(tmp_path: Path, launcher: str) -> None:
     args = ["-m", "rollout.per_task=1,2", f"hydra/launcher={launcher}", "stages=[probe_items]"]
     args += ["plugins=[tests.plugin_stages]", f"root={tmp_path}", "topics.n=40"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STSC_TEST_ITEM_DELAY": "0.1"}
-    proc = subprocess.Popen(
-        STSC + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    journal: Path | None = None
-    deadline = time.monotonic() + 120
-    while journal is None or len(journal.read_text().splitlines()) < 3:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.05)
-        journal = next((tmp_path / "mlruns" / "store").glob("probe_items/*/journal.jsonl"), None)
+    proc, journal = _start_writing_items(args, tmp_path)
     proc.send_signal(signal.SIGTERM)  # the sweeping process only, as `kill` or `docker stop` do
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
