@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stsc.evaluation.aup import AUPResult, Interval, RunScore, aup_array, ratio_arrays, run_score
+from stsc.evaluation.aup import AUPResult, Interval, aup_array, ratio_arrays, run_score
 from stsc.evaluation.mlgym_tasks import TaskScoring
 from stsc.evaluation.runs import RunResult, safe_model_id
 
@@ -26,21 +26,31 @@ _CHUNK = 64
 def _group_values(
     runs: list[RunResult], scorings: Mapping[str, TaskScoring], pool: Sequence[str], tasks: Sequence[str]
 ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """Per (model index, task index): arrays of best_run and last_run over all runs (NaN = ignored)."""
+    """Per (model index, task index): arrays of best_run and last_run over the group's runs (NaN =
+    ignored). Groups come in (model id, task id) order and runs in run-index order, so the draws of a
+    seed do not depend on the order of the pool, the tasks or the runs given."""
     import numpy as np
 
     index_m = {safe_model_id(m): i for i, m in enumerate(pool)}
     index_t = {t: j for j, t in enumerate(tasks)}
-    groups: dict[tuple[int, int], list[RunScore]] = {}
+    members: dict[tuple[str, str], list[RunResult]] = {}
     for run in runs:
         if run.model in index_m and run.task_id in index_t:
-            key = (index_m[run.model], index_t[run.task_id])
-            groups.setdefault(key, []).append(run_score(run, scorings[run.task_id]))
+            members.setdefault((run.model, run.task_id), []).append(run)
 
     def arr(vals: list[float | None]) -> np.ndarray:
         return np.array([math.nan if v is None else v for v in vals], dtype=float)
 
-    return {k: (arr([s.best for s in v]), arr([s.last for s in v])) for k, v in groups.items()}
+    groups = {}
+    for (model, task), group in sorted(members.items()):
+        scores = [
+            run_score(r, scorings[task]) for r in sorted(group, key=lambda r: (r.run_index, str(r.path)))
+        ]
+        groups[(index_m[model], index_t[task])] = (
+            arr([s.best for s in scores]),
+            arr([s.last for s in scores]),
+        )
+    return groups
 
 
 def _resampled_tables(
@@ -57,7 +67,7 @@ def _resampled_tables(
     last = np.full((n_boot, n_m + 1, n_t), np.nan)
     best[:, -1, :] = result.best_scores.array()[-1]
     last[:, -1, :] = result.last_scores.array()[-1]
-    for (i, j), (best_runs, last_runs) in sorted(groups.items()):
+    for (i, j), (best_runs, last_runs) in groups.items():  # in _group_values' order
         idx = rng.integers(0, len(best_runs), size=(n_boot, len(best_runs)))
         for out, vals in ((best, best_runs), (last, last_runs)):
             signed = np.where(np.isnan(vals), -np.inf, sign[j] * vals)[idx].max(axis=1)

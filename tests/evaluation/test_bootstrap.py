@@ -109,3 +109,23 @@ def test_paired_comparison_rejects_unknown_methods(write_run, tmp_path: Path) ->
         paired_comparison(result, "sft", "steady", samples=10)
     with pytest.raises(ValueError, match="samples=0"):
         paired_comparison(result, "flaky", "steady", samples=0)
+
+
+def test_intervals_do_not_depend_on_the_order_of_the_pool_tasks_or_runs(write_run, tmp_path: Path) -> None:
+    for k, (acc_a, acc_b, loss_a, loss_b) in enumerate(
+        [(0.9, 0.6, 1.0, 2.5), (0.5, 0.8, 2.0, 1.2), (0.7, 0.55, 1.5, 1.8), (0.6, 0.75, 2.6, 1.4)]
+    ):
+        write_run("a", "cls", k, agent=[{"acc": acc_a}], baseline={"acc": 0.5})
+        write_run("b", "cls", k, agent=[{"acc": acc_b}], baseline={"acc": 0.5})
+        write_run("a", "lm", k, agent=[{"loss": loss_a}], baseline={"loss": 3.0})
+        write_run("b", "lm", k, agent=[{"loss": loss_b}], baseline={"loss": 3.0})
+    runs = load_runs(tmp_path / "runs")
+    ref = compute_aup(runs, SCORINGS, ["a", "b"], ["cls", "lm"], bootstrap=200, seed=5)
+    assert ref.best_ci["a"].lo < ref.best_ci["a"].hi  # the runs differ, so the draws matter
+    for pool, tasks, order in (
+        (["b", "a"], ["cls", "lm"], runs),
+        (["a", "b"], ["lm", "cls"], runs),
+        (["a", "b"], ["cls", "lm"], runs[::-1]),
+    ):
+        other = compute_aup(order, SCORINGS, pool, tasks, bootstrap=200, seed=5)
+        assert (other.best_ci, other.last_ci) == (ref.best_ci, ref.last_ci), (pool, tasks)
