@@ -4,8 +4,9 @@
     python experiments/sweep_table.py --key curate.task_fraction --sweep-run <run id> --method sft
 
 For every job of the sweep it reads the job's value of ``--key`` (a param), the number of SFT examples
-(the curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact, the chosen
-method's Best and Last AUP with their bootstrap intervals. Writes ``sweep_table.csv`` and
+(the curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact (for a cached
+evaluate stage, that of the run that computed it), the chosen method's Best and Last AUP with their
+bootstrap intervals. Writes ``sweep_table.csv`` and
 ``sweep_aup.png`` into ``--output`` and prints the table; the last line is ``sweep_jobs: <n>``.
 """
 
@@ -40,9 +41,30 @@ def _runs(client, experiment: str, filter_string: str) -> list[Any]:
     )
 
 
-def _aup_row(client, stage_run, method: str) -> dict[str, Any]:
+def _computing_run(client, experiment: str, stage_run) -> Any:
+    """The run that holds a stage's files: the stage run itself, or for a cache hit (whose run logs
+    only the stored metrics) the finished run that computed the same content key."""
+    tags = stage_run.data.tags
+    if tags.get("cache_hit") != "true":
+        return stage_run
+    found = _runs(
+        client,
+        experiment,
+        f"tags.stage = '{tags['stage']}' AND tags.content_key = '{tags['content_key']}' "
+        "AND tags.cache_hit = 'false' AND attributes.status = 'FINISHED'",
+    )
+    if not found:
+        sys.exit(
+            f"the cached {tags['stage']} stage (key {tags['content_key']}) of run {stage_run.info.run_id} "
+            f"has no finished run that computed it in experiment {experiment!r}"
+        )
+    return found[0]
+
+
+def _aup_row(client, experiment: str, stage_run, method: str) -> dict[str, Any]:
     """The method's row of the ``aup.csv`` artifact of the evaluate stage's run."""
-    local = Path(client.download_artifacts(stage_run.info.run_id, "aup.csv"))
+    run_id = _computing_run(client, experiment, stage_run).info.run_id
+    local = Path(client.download_artifacts(run_id, "aup.csv"))
     with open(local, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
@@ -61,7 +83,7 @@ def collect(client, experiment: str, sweep_id: str, key: str, method: str) -> li
         }
         if "evaluate" not in stages:
             continue
-        aup = _aup_row(client, stages["evaluate"], method)
+        aup = _aup_row(client, experiment, stages["evaluate"], method)
         curate = stages.get("curate")
         out.append(
             {

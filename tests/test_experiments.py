@@ -76,3 +76,64 @@ def test_the_mlflow_ui_shows_the_runs_in_a_headless_browser(sweep_root: Path, tm
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def _sweep_table_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_table", REPO / "experiments" / "sweep_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job(root: Path, value: object, sweep_id: str | None, evaluate: dict, sft_examples: int = 4) -> str:
+    """One `stsc` job's MLflow runs, written by stsc's own trackers: its curate stage and its evaluate
+    stage, ``evaluate`` = {"key", "how": computed | cached | FAILED | KILLED | absent, "sft": (best, last)}."""
+    from types import SimpleNamespace
+
+    from stsc.config import TrackingConfig
+    from stsc.store import StageReport
+    from stsc.tracking import JobTracker
+
+    job = JobTracker(TrackingConfig(), root)
+    job_id = job.start(f"job {value}", {"curate": {"task_fraction": value}}, parent_run_id=sweep_id)
+    job.start_stage("curate", f"c-{value}", {}).finish(StageReport("curate", items_out=sft_examples))
+    how = evaluate["how"]
+    if how == "cached":
+        job.record_stage("evaluate", evaluate["key"], root, StageReport("evaluate"), True, {})
+    elif how != "absent":
+        folder = root / "store" / "evaluate" / evaluate["key"]
+        folder.mkdir(parents=True, exist_ok=True)
+        best, last = evaluate["sft"]
+        (folder / "aup.csv").write_text(
+            f"model,best_aup,last_aup,best_aup_lo,best_aup_hi,last_aup_lo,last_aup_hi\n"
+            f"sft,{best:.3f},{last:.3f},{best - 0.1:.3f},{best + 0.1:.3f},{last - 0.1:.3f},{last + 0.1:.3f}\n"
+            f"baseline,0.500,0.500,0.500,0.500,0.500,0.500\n"
+        )
+        stage = job.start_stage("evaluate", evaluate["key"], {})
+        ctx = SimpleNamespace(tables={}, artifacts=[folder / "aup.csv"])
+        stage.finish(StageReport("evaluate"), ctx, status="FINISHED" if how == "computed" else how)
+    job.end("FINISHED" if how in ("computed", "cached") else "FAILED")
+    return job_id
+
+
+def _sweep_run(root: Path) -> str:
+    from stsc.config import TrackingConfig
+    from stsc.tracking import make_client
+
+    client, experiment_id = make_client(TrackingConfig(), root)
+    return client.create_run(experiment_id, run_name="sweep", tags={"stsc.kind": "sweep"}).info.run_id
+
+
+def test_the_sweep_table_reads_a_cached_evaluate_stage_from_the_run_that_computed_it(tmp_path: Path) -> None:
+    table = _sweep_table_module()
+    _job(tmp_path, 1.0, None, {"key": "k-full", "how": "computed", "sft": (0.9, 0.8)})  # an earlier run
+    sweep = _sweep_run(tmp_path)
+    _job(tmp_path, 0.5, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
+    _job(tmp_path, 1.0, sweep, {"key": "k-full", "how": "cached"})
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, "curate.task_fraction", "sft")
+    assert [(r["value"], r["best_aup"], r["best_hi"], r["last_aup"]) for r in rows] == [
+        ("0.5", "0.700", "0.800", "0.600"),
+        ("1.0", "0.900", "1.000", "0.800"),
+    ]
