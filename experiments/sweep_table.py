@@ -7,7 +7,8 @@ For every job of the sweep it reads the job's value of ``--key`` (a param), the 
 (the curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact (for a cached
 evaluate stage, that of the run that computed it), the chosen method's Best and Last AUP with their
 bootstrap intervals. Writes ``sweep_table.csv`` and
-``sweep_aup.png`` into ``--output`` and prints the table; the last line is ``sweep_jobs: <n>``.
+``sweep_aup.png`` into ``--output`` and prints the table; the last line is ``sweep_jobs: <n>``. Jobs
+without a finished evaluate stage (failed, killed or still running) are left out, each named on stderr.
 """
 
 from __future__ import annotations
@@ -81,9 +82,19 @@ def collect(client, experiment: str, sweep_id: str, key: str, method: str) -> li
             r.data.tags.get("stage"): r
             for r in _runs(client, experiment, f"tags.mlflow.parentRunId = '{job.info.run_id}'")
         }
-        if "evaluate" not in stages:
+        evaluate = stages.get("evaluate")
+        if evaluate is None or evaluate.info.status != "FINISHED":
+            why = (
+                "it has no evaluate stage"
+                if evaluate is None
+                else f"its evaluate stage {evaluate.info.status}"
+            )
+            print(
+                f"job {job.info.run_name} ({key}={job.data.params.get(key, '')}) left out: {why}",
+                file=sys.stderr,
+            )
             continue
-        aup = _aup_row(client, experiment, stages["evaluate"], method)
+        aup = _aup_row(client, experiment, evaluate, method)
         curate = stages.get("curate")
         out.append(
             {

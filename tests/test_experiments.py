@@ -112,7 +112,8 @@ def _job(root: Path, value: object, sweep_id: str | None, evaluate: dict, sft_ex
             f"baseline,0.500,0.500,0.500,0.500,0.500,0.500\n"
         )
         stage = job.start_stage("evaluate", evaluate["key"], {})
-        ctx = SimpleNamespace(tables={}, artifacts=[folder / "aup.csv"])
+        # a stage that failed before scoring logged no aup.csv; one killed later did
+        ctx = SimpleNamespace(tables={}, artifacts=[] if how == "FAILED" else [folder / "aup.csv"])
         stage.finish(StageReport("evaluate"), ctx, status="FINISHED" if how == "computed" else how)
     job.end("FINISHED" if how in ("computed", "cached") else "FAILED")
     return job_id
@@ -137,3 +138,18 @@ def test_the_sweep_table_reads_a_cached_evaluate_stage_from_the_run_that_compute
         ("0.5", "0.700", "0.800", "0.600"),
         ("1.0", "0.900", "1.000", "0.800"),
     ]
+
+
+def test_the_sweep_table_leaves_out_jobs_whose_evaluate_stage_did_not_finish(tmp_path: Path, capsys) -> None:
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path)
+    _job(tmp_path, 0.25, sweep, {"key": "k-q", "how": "FAILED", "sft": (0.0, 0.0)})
+    _job(tmp_path, 0.5, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
+    _job(tmp_path, 0.75, sweep, {"key": "k-3q", "how": "KILLED", "sft": (0.2, 0.1)})  # partial runs
+    _job(tmp_path, 1.0, sweep, {"key": "k-full", "how": "absent"})  # failed upstream
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, "curate.task_fraction", "sft")
+    assert [(r["value"], r["best_aup"], r["last_aup"]) for r in rows] == [("0.5", "0.700", "0.600")]
+    err = capsys.readouterr().err
+    assert "(curate.task_fraction=0.25) left out: its evaluate stage FAILED" in err
+    assert "(curate.task_fraction=0.75) left out: its evaluate stage KILLED" in err
+    assert "(curate.task_fraction=1.0) left out: it has no evaluate stage" in err
