@@ -109,7 +109,7 @@ def collect(client, experiment: str, sweep_id: str, key: str, method: str) -> li
                 "last_hi": aup.get("last_aup_hi"),
             }
         )
-    return sorted(out, key=lambda r: _num(r["value"]))
+    return sorted(out, key=lambda r: _order(r["value"]))
 
 
 def _num(value: Any) -> Any:
@@ -117,6 +117,12 @@ def _num(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return value
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    """Numbers ascending, then other values (``None`` of a nullable key, names) by their text."""
+    number = _num(value)
+    return (0, number) if isinstance(number, float) else (1, str(value))
 
 
 def plot(rows: list[dict[str, Any]], key: str, method: str, path: Path) -> None:
@@ -128,6 +134,8 @@ def plot(rows: list[dict[str, Any]], key: str, method: str, path: Path) -> None:
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     xs = [_num(r["value"]) for r in rows]
+    if not all(isinstance(x, float) for x in xs):  # e.g. null among numbers: categories in table order
+        xs = [str(r["value"]) for r in rows]
     for which, colour in (("best", "#4C72B0"), ("last", "#DD8452")):
         ys = [float(r[f"{which}_aup"]) for r in rows]
         lo = [

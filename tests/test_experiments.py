@@ -87,7 +87,9 @@ def _sweep_table_module():
     return module
 
 
-def _job(root: Path, value: object, sweep_id: str | None, evaluate: dict, sft_examples: int = 4) -> str:
+def _job(
+    root: Path, value: object, sweep_id: str | None, evaluate: dict, key: str = "curate.task_fraction"
+) -> str:
     """One `stsc` job's MLflow runs, written by stsc's own trackers: its curate stage and its evaluate
     stage, ``evaluate`` = {"key", "how": computed | cached | FAILED | KILLED | absent, "sft": (best, last)}."""
     from types import SimpleNamespace
@@ -97,8 +99,9 @@ def _job(root: Path, value: object, sweep_id: str | None, evaluate: dict, sft_ex
     from stsc.tracking import JobTracker
 
     job = JobTracker(TrackingConfig(), root)
-    job_id = job.start(f"job {value}", {"curate": {"task_fraction": value}}, parent_run_id=sweep_id)
-    job.start_stage("curate", f"c-{value}", {}).finish(StageReport("curate", items_out=sft_examples))
+    group, field = key.split(".")
+    job_id = job.start(f"job {value}", {group: {field: value}}, parent_run_id=sweep_id)
+    job.start_stage("curate", f"c-{value}", {}).finish(StageReport("curate", items_out=4))
     how = evaluate["how"]
     if how == "cached":
         job.record_stage("evaluate", evaluate["key"], root, StageReport("evaluate"), True, {})
@@ -153,3 +156,19 @@ def test_the_sweep_table_leaves_out_jobs_whose_evaluate_stage_did_not_finish(tmp
     assert "(curate.task_fraction=0.25) left out: its evaluate stage FAILED" in err
     assert "(curate.task_fraction=0.75) left out: its evaluate stage KILLED" in err
     assert "(curate.task_fraction=1.0) left out: it has no evaluate stage" in err
+
+
+def test_the_sweep_table_orders_a_nullable_key_numbers_first_and_plots_it(tmp_path: Path) -> None:
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path)
+    for value, key, best in ((None, "k-none", 0.9), (16000, "k-16k", 0.8), (4000, "k-4k", 0.7)):
+        evaluate = {"key": key, "how": "computed", "sft": (best, best)}
+        _job(tmp_path, value, sweep, evaluate, key="curate.max_total_tokens")
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, "curate.max_total_tokens", "sft")
+    assert [(r["value"], r["best_aup"]) for r in rows] == [
+        ("4000", "0.700"),
+        ("16000", "0.800"),
+        ("None", "0.900"),
+    ]
+    table.plot(rows, "curate.max_total_tokens", "sft", tmp_path / "sweep_aup.png")
+    assert (tmp_path / "sweep_aup.png").stat().st_size > 5000
