@@ -138,15 +138,17 @@ def plot(rows: list[dict[str, Any]], key: str, method: str, path: Path) -> None:
         xs = [str(r["value"]) for r in rows]
     for which, colour in (("best", "#4C72B0"), ("last", "#DD8452")):
         ys = [float(r[f"{which}_aup"]) for r in rows]
-        lo = [
-            y - float(r[f"{which}_lo"]) if r[f"{which}_lo"] not in (None, "") else 0
-            for y, r in zip(ys, rows, strict=True)
+        ax.plot(xs, ys, marker="o", color=colour, label=f"{which} AUP")
+        # drawn from its bounds: a percentile interval need not contain the point estimate
+        bounds = [
+            (x, float(r[f"{which}_lo"]), float(r[f"{which}_hi"]))
+            for x, r in zip(xs, rows, strict=True)
+            if r[f"{which}_lo"] not in (None, "") and r[f"{which}_hi"] not in (None, "")
         ]
-        hi = [
-            float(r[f"{which}_hi"]) - y if r[f"{which}_hi"] not in (None, "") else 0
-            for y, r in zip(ys, rows, strict=True)
-        ]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, color=colour, label=f"{which} AUP")
+        if bounds:
+            bx, lo, hi = zip(*bounds, strict=True)
+            ax.vlines(bx, lo, hi, color=colour, alpha=0.6)
+            ax.scatter(bx * 2, lo + hi, marker="_", s=80, color=colour)
     ax.set_xlabel(key)
     ax.set_ylabel(f"AUP of '{method}'")
     ax.set_title("AUP across the sweep (bootstrap intervals)")

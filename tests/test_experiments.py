@@ -172,3 +172,17 @@ def test_the_sweep_table_orders_a_nullable_key_numbers_first_and_plots_it(tmp_pa
     ]
     table.plot(rows, "curate.max_total_tokens", "sft", tmp_path / "sweep_aup.png")
     assert (tmp_path / "sweep_aup.png").stat().st_size > 5000
+
+
+def test_the_sweep_plot_draws_an_interval_that_lies_above_its_point_estimate(tmp_path: Path) -> None:
+    # a percentile interval over resampled runs: MLGym's published runs give the baseline of the
+    # pool (claude-35-sonnet-new, deepseek-r1) Best AUP 1.207 with the interval [1.208, 1.303]
+    table = _sweep_table_module()
+    rows = [
+        {"value": "0.5", "best_aup": "1.207", "best_lo": "1.208", "best_hi": "1.303",
+         "last_aup": "1.250", "last_lo": "1.200", "last_hi": "1.300"},
+        {"value": "1.0", "best_aup": "1.300", "best_lo": "1.250", "best_hi": "1.350",
+         "last_aup": "1.310", "last_lo": "", "last_hi": ""},
+    ]  # fmt: skip
+    table.plot(rows, "curate.task_fraction", "baseline", tmp_path / "sweep_aup.png")
+    assert (tmp_path / "sweep_aup.png").stat().st_size > 5000
