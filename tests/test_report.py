@@ -76,7 +76,10 @@ def test_the_summary_states_the_student_difference_with_its_interval() -> None:
         [], [], units, aup, {"pool": ["sft"], "suite": "library", "tasks": ["a", "b"]}, paired
     )
     assert "sft - base: best AUP +0.011 [+0.004, +0.019]" in text
-    assert "(95% interval over resampled held-out tasks); per task 4 better, 4 tied, 0 worse" in text
+    assert (
+        "(95% interval over resampled held-out tasks); per task (best attempt) 4 better, 4 tied, 0 worse"
+        in text
+    )
     assert "2 held-out tasks)" in text
     mlgym = format_summary([], [], units, aup, {"pool": ["sft"], "suite": "mlgym", "tasks": ["a"]},
                            {**paired, "suite": "mlgym"})  # fmt: skip

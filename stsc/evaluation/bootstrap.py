@@ -169,7 +169,7 @@ def describe_paired(p: Mapping[str, Any]) -> str:
         f"[{p['best_delta_lo']:+.3f}, {p['best_delta_hi']:+.3f}], last AUP {p['last_delta']:+.3f} "
         f"[{p['last_delta_lo']:+.3f}, {p['last_delta_hi']:+.3f}] "
         f"({round(p['confidence'] * 100)}% interval over resampled {suite_tasks(p.get('suite'))}); per task "
-        f"{p['wins']} better, {p['ties']} tied, {p['losses']} worse"
+        f"(best attempt) {p['wins']} better, {p['ties']} tied, {p['losses']} worse"
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from stsc.evaluation.aup import BASELINE, aup_scores, compute_aup
 from stsc.evaluation.mlgym_tasks import MLGYM_TASKS, TaskScoring
 from stsc.evaluation.runs import load_runs
@@ -129,3 +131,17 @@ def test_intervals_do_not_depend_on_the_order_of_the_pool_tasks_or_runs(write_ru
     ):
         other = compute_aup(order, SCORINGS, pool, tasks, bootstrap=200, seed=5)
         assert (other.best_ci, other.last_ci) == (ref.best_ci, ref.last_ci), (pool, tasks)
+
+
+def test_the_per_task_counts_say_they_compare_best_attempts(write_run, tmp_path: Path) -> None:
+    from stsc.evaluation.bootstrap import paired_comparison
+
+    # best attempt: sft 0.9 beats base 0.5; last attempt: sft 0.1 loses to base 0.5
+    write_run("sft", "cls", agent=[{"acc": 0.9}, {"acc": 0.1}], baseline={"acc": 0.2})
+    write_run("base", "cls", agent=[{"acc": 0.5}], baseline={"acc": 0.2})
+    result = compute_aup(load_runs(tmp_path / "runs"), {"cls": ACC}, ["sft", "base"])
+    # sft's last 0.1 is below the baseline 0.2: penalised at the worst ratio 0.5 / 0.2 times 1.05
+    assert result.last_ratios.ratios.get("sft", "cls") == pytest.approx(2.625)
+    c = paired_comparison(result, "sft", "base", samples=10)
+    assert (c.wins, c.ties, c.losses, c.last_delta < 0) == (1, 0, 0, True)
+    assert c.sentence().endswith("per task (best attempt) 1 better, 0 tied, 0 worse")
