@@ -212,10 +212,10 @@ _PAPER_GRAPH = (
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher", *SANDBOX_LIMITS),
-        7,
+        8,
         prompts=_agent_prompts,
     ),
-    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 2),
+    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 3),
 )
 for _spec in _PAPER_GRAPH:
     register(_spec)
