@@ -323,13 +323,17 @@ def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> Tra
     from transformers import set_seed
     from trl import SFTTrainer
 
-    from stsc.train.students import load_model, load_tokenizer
+    from stsc.train.students import load_model, load_tokenizer, torch_dtype
 
     check_sft_config(cfg)
     args = build_training_args(cfg, job)  # before the model: DeepSpeed ZeRO-3 partitions it at load
     set_seed(job.seed)
     base = Path(job.base_model_dir)
-    model = load_model(base, cfg.student)
+    # bf16 mixed precision keeps float32 master weights for full fine-tuning: AdamW steps applied to
+    # bfloat16 weights round away every update below half a bf16 step (most updates at 1e-5).
+    # DeepSpeed and FSDP2 keep float32 masters themselves; one process or DDP needs them loaded so.
+    upcast = cfg.sft.method == "full" and cfg.sft.bf16 and cfg.student.torch_dtype != "float32"
+    model = load_model(base, cfg.student, dtype="float32" if upcast else None)
     last = resume_point(job.checkpoints_dir)
     record = _run_record(Path(last).name if last else None)
     trainer = SFTTrainer(
@@ -348,6 +352,8 @@ def train(cfg: RootConfig, job: TrainJob, dataset: Any, sink: MetricSink) -> Tra
     except _TrainingComplete as done:  # the weights are loaded from ``last``
         logger.info("sft: %s is already at the end of training (%s); not training again", last, done)
         output = None
+    if upcast and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        trainer.model.to(torch_dtype(cfg.student.torch_dtype))  # saved in the student's own dtype
     trainer.save_model(str(job.trained_dir))
     if not trainer.is_world_process_zero():
         return None

@@ -233,3 +233,28 @@ def test_packing_without_a_varlen_attention_kernel_is_refused(make_ctx, short_ro
     ctx = make_ctx(short_rows[:2])
     with pytest.raises(ConfigError, match="sft.packing=true needs a varlen attention kernel"):
         run_sft(tiny_root_config(packing=True), ctx)
+
+
+def test_bf16_full_fine_tuning_of_a_bfloat16_student_keeps_float32_master_weights(make_ctx, short_rows):
+    # 20 steps of 1e-5 move a weight by about 2e-4 in float32, past half a bf16 step (6e-5 near 0.02);
+    # applied to bf16 weights one at a time, each 1e-5 step rounds away
+    ctx = make_ctx(short_rows[:4])
+    cfg = tiny_root_config(
+        method="full",
+        bf16=True,
+        learning_rate=1e-5,
+        lr_scheduler_type="constant",
+        max_steps=20,
+        per_device_train_batch_size=1,
+        max_length=768,
+        save_steps=0,
+    )
+    cfg.student.torch_dtype = "bfloat16"
+    run_sft(cfg, ctx)
+
+    tuned = _weights(ctx.out_dir / "model")
+    base_dir = json.loads((ctx.out_dir / "model" / LINEAGE_FILE).read_text())["base_model"]["folder"]
+    base = {k: v.to(torch.bfloat16) for k, v in load_file(f"{base_dir}/model.safetensors").items()}
+    assert all(v.dtype == torch.bfloat16 for v in tuned.values())  # saved in the student's dtype
+    changed = sum(int((tuned[k] != base[k]).sum()) for k in base)
+    assert changed > 0.9 * sum(v.numel() for v in base.values())
