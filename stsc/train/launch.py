@@ -57,10 +57,18 @@ def accelerate_command(
 ) -> list[str]:
     """The argv that trains ``job_file`` on ``sft.num_processes`` processes.
 
-    ``cpu`` adds ``--cpu`` (a machine without GPUs: smoke tests of the launch path).
+    ``cpu`` adds ``--cpu`` (a machine without GPUs: smoke tests of the launch path, one process).
+    Raises ``ConfigError`` for a bad ``sft.num_processes``.
     """
     if sft.num_processes < 1:
         raise ConfigError(f"sft.num_processes={sft.num_processes} must be at least 1")
+    if cpu and sft.num_processes > 1:
+        # accelerate launch --cpu starts one process whatever --num_processes says: the global batch
+        # and the steps per epoch would silently differ from the configured ones
+        raise ConfigError(
+            f"sft.num_processes={sft.num_processes} needs GPUs, and this machine has none "
+            "(`accelerate launch --cpu` starts a single process); set sft.num_processes=1"
+        )
     cmd = [
         executable or accelerate_executable(),
         "launch",

@@ -63,12 +63,20 @@ def test_fsdp2_and_ddp_use_their_bundled_configs():
     fsdp2 = yaml.safe_load(accelerate_config_file(sft_config("fsdp2")).read_text())
     assert fsdp2["distributed_type"] == "FSDP" and fsdp2["fsdp_config"]["fsdp_version"] == 2
     assert fsdp2["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
-    ddp = SFTConfig(launcher="accelerate", distributed="none", num_processes=2, main_process_port=29611)
+    ddp = SFTConfig(launcher="accelerate", distributed="none", num_processes=1, main_process_port=29611)
     cmd = accelerate_command(ddp, Path("job.json"), executable="accelerate", cpu=True)
     assert yaml.safe_load(Path(cmd[3]).read_text())["distributed_type"] == "MULTI_GPU"
     assert cmd[cmd.index("--main_process_port") + 1] == "29611" and "--cpu" in cmd
     assert cmd[cmd.index("--mixed_precision") + 1] == "no"
     assert set(BUNDLED_CONFIGS.values()) == {p.name for p in CONFIG_DIR.glob("*.yaml")}
+
+
+def test_several_processes_without_gpus_are_refused_naming_the_key():
+    # `accelerate launch --cpu --num_processes 2` runs one process: half the configured global batch
+    ddp = SFTConfig(launcher="accelerate", distributed="none", num_processes=2)
+    with pytest.raises(ConfigError, match="sft.num_processes=2 needs GPUs"):
+        accelerate_command(ddp, Path("job.json"), executable="accelerate", cpu=True)
+    assert "--cpu" not in accelerate_command(ddp, Path("job.json"), executable="accelerate")
 
 
 def test_a_user_accelerate_config_replaces_the_bundled_one(tmp_path):
