@@ -330,7 +330,8 @@ class StudentConfig:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )  # module names LoRA adapts (the recommended set for this architecture)
-    torch_dtype: str = "float32"  # dtype the weights are loaded (and, for LoRA, merged) in
+    torch_dtype: str = "float32"  # dtype of the weights (LoRA: loaded and merged in; full fine-tuning
+    # with sft.bf16 trains float32 master weights and saves in this dtype)
     attn_implementation: str = "sdpa"  # "sdpa" | "eager" | "flash_attention_2" | "flash_attention_3"
     architecture: dict[str, Any] = field(
         default_factory=dict
@@ -370,7 +371,7 @@ class SFTConfig:
     num_processes: int = 1  # accelerate: processes (GPUs) on this machine
     distributed: str = "none"  # "none" (DDP under accelerate) | "zero3" | "fsdp2"
     accelerate_config: str | None = None  # accelerate yaml replacing the bundled one for `distributed`
-    main_process_port: int | None = None  # accelerate rendezvous port; None = accelerate's default
+    main_process_port: int | None = None  # accelerate rendezvous port; None = a free one per run
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"  # transformers optimizer name

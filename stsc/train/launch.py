@@ -79,11 +79,25 @@ def accelerate_command(
         "--mixed_precision",
         "bf16" if sft.bf16 else "no",
     ]
-    if sft.main_process_port is not None:
-        cmd += ["--main_process_port", str(sft.main_process_port)]
+    port = sft.main_process_port
+    if port is None and sft.num_processes > 1:
+        # accelerate's default (29500) is one port for every run: two sweep jobs training at once
+        # on one machine would meet in one rendezvous
+        port = free_port()
+    if port is not None:
+        cmd += ["--main_process_port", str(port)]
     if cpu:
         cmd.append("--cpu")
     return cmd + ["-m", ENTRY_MODULE, str(job_file)]
+
+
+def free_port() -> int:
+    """A TCP port no process listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _child_env() -> dict[str, str]:

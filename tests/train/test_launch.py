@@ -37,6 +37,8 @@ def test_a_four_gpu_zero3_run_launches_the_plain_entry_point_under_accelerate():
         "4",
         "--mixed_precision",
         "bf16",
+        "--main_process_port",
+        cmd[cmd.index("--main_process_port") + 1],  # a free one (see below)
         "-m",
         "stsc.train.entry",
         "/store/sft/abc/train_job.json",
@@ -57,6 +59,14 @@ def test_the_default_accelerate_executable_is_the_one_of_this_environment(tmp_pa
     assert cmd[0] == str(Path(sys.executable).parent / "accelerate")  # not the PATH's first one
     monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python"))
     assert accelerate_command(sft_config("zero3"), Path("job.json"))[0] == str(decoy)
+
+
+def test_parallel_launches_without_a_configured_port_each_get_their_own():
+    sft = sft_config("zero3")
+    sft.num_processes = 2
+    first, second = (accelerate_command(sft, Path("job.json"), executable="accelerate") for _ in range(2))
+    ports = {int(cmd[cmd.index("--main_process_port") + 1]) for cmd in (first, second)}
+    assert len(ports) == 2 and all(p != 29500 for p in ports)  # not accelerate's shared default
 
 
 def test_fsdp2_and_ddp_use_their_bundled_configs():
