@@ -206,7 +206,7 @@ _PAPER_GRAPH = (
         ("curate", "student", "split", "agent.history"),
         2,
     ),
-    StageSpec("sft", "stsc.train.sft:run_sft", ("curate", "rollout", "validate"), ("sft", "student")),
+    StageSpec("sft", "stsc.train.sft:run_sft", ("curate", "rollout", "validate"), ("sft", "student"), 2),
     StageSpec(
         "evaluate",
         "stsc.evaluation.stage:run_evaluate",
