@@ -117,6 +117,18 @@ def check_sft_config(cfg: RootConfig) -> None:
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(s, key) < 1:
             raise ConfigError(f"sft.{key}={getattr(s, key)} must be at least 1")
+    if s.method == "lora" and (s.lora_r < 1 or s.lora_alpha <= 0 or not 0.0 <= s.lora_dropout < 1.0):
+        raise ConfigError(
+            f"sft.lora_r={s.lora_r}, sft.lora_alpha={s.lora_alpha}, sft.lora_dropout={s.lora_dropout}: "
+            "the rank must be at least 1, alpha positive and dropout in [0, 1)"
+        )
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    for key, names in (("optim", OptimizerNames), ("lr_scheduler_type", SchedulerType)):
+        valid = [n.value for n in names]
+        if getattr(s, key) not in valid:
+            raise ConfigError(f"sft.{key}={getattr(s, key)!r} is not one of transformers' names: {valid}")
 
 
 def build_training_args(cfg: RootConfig, job: TrainJob) -> Any:

@@ -235,6 +235,21 @@ def test_packing_without_a_varlen_attention_kernel_is_refused(make_ctx, short_ro
         run_sft(tiny_root_config(packing=True), ctx)
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"optim": "adamw"}, "sft.optim='adamw' is not one of transformers' names: .*'adamw_torch'"),
+        ({"lr_scheduler_type": "cosine_decay"}, "sft.lr_scheduler_type='cosine_decay' is not one of"),
+        ({"method": "lora", "lora_r": 0}, "sft.lora_r=0, .*the rank must be at least 1"),
+    ],
+)
+def test_unknown_optimizer_schedule_or_lora_settings_are_refused_naming_the_key(
+    make_ctx, short_rows, setting, message
+):
+    with pytest.raises(ConfigError, match=message):
+        run_sft(tiny_root_config(**setting), make_ctx(short_rows[:2]))
+
+
 def test_bf16_full_fine_tuning_of_a_bfloat16_student_keeps_float32_master_weights(make_ctx, short_rows):
     # 20 steps of 1e-5 move a weight by about 2e-4 in float32, past half a bf16 step (6e-5 near 0.02);
     # applied to bf16 weights one at a time, each 1e-5 step rounds away
