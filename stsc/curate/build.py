@@ -111,7 +111,9 @@ def _step_outcome(
             continue
         rows.append((row_line(messages, last_only=True), tokens))
     if not rows:
-        return Outcome(**ids, reason=DropReason.FIRST_TURN_TOO_LONG, tokens_full=total)
+        return Outcome(
+            **ids, reason=DropReason.FIRST_TURN_TOO_LONG, tokens_full=total, steps_too_long=skipped
+        )
     return Outcome(
         **ids,
         tokens_full=total,

@@ -82,8 +82,9 @@ class Tally:
     def _task(self, task_id: str) -> TaskCount:
         return self.stats.per_task.setdefault(task_id, TaskCount())
 
-    def drop(self, task_id: str, reason: DropReason) -> None:
+    def drop(self, task_id: str, reason: DropReason, steps_too_long: int = 0) -> None:
         self.stats.trajectories += 1
+        self.stats.steps_too_long += steps_too_long
         self.stats.dropped[reason.value] = self.stats.dropped.get(reason.value, 0) + 1
         task = self._task(task_id)
         task.trajectories += 1
@@ -196,7 +197,7 @@ def run_curate(cfg: RootConfig, ctx: StageContext) -> None:
         for outcome in examine_all(selection.jobs, settings, processes):
             outcome = dedup.apply(outcome) if dedup is not None else outcome
             if outcome.reason is not None:
-                tally.drop(outcome.task_id, outcome.reason)
+                tally.drop(outcome.task_id, outcome.reason, outcome.steps_too_long)
                 continue
             lines = [line for line, _ in outcome.steps] or [outcome.line]
             assert all(line is not None for line in lines)

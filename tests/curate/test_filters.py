@@ -175,6 +175,11 @@ def test_step_examples_over_max_seq_len_are_counted_as_left_out_not_as_truncated
     assert [(r["tokens"], r["tokens_full"], r["turns"], r["turns_truncated"]) for r in index] == [
         (n, n, 1, 0) for n in lengths[:3]
     ]
+    rows, _, stats, _ = ws.curate(
+        name="none", examples="step", history_view="full", max_seq_len=lengths[0] - 1
+    )
+    assert rows == [] and stats["dropped"] == {"first_turn_too_long": 1}
+    assert stats["steps_too_long"] == len(ACTIONS)  # every step of the dropped trajectory
 
 
 def test_an_example_whose_first_turn_alone_is_too_long_is_dropped(ws, tokenizer) -> None:
