@@ -141,6 +141,11 @@ def format_summary(
         out.write("  " + "  ".join(f"{c:>14}" for c in cols) + "\n")
         for row in aup:
             out.write("  " + "  ".join(f"{row[c]:>14}" for c in cols) + "\n")
+        if any(c.endswith("_lo") for c in cols) and aup_meta.get("confidence"):
+            out.write(
+                f"  _lo/_hi: {100 * aup_meta['confidence']:g}% percentile interval over "
+                f"{aup_meta.get('bootstrap_samples')} resamples of each model's runs per task\n"
+            )
     if paired:
         from stsc.evaluation.bootstrap import describe_paired
 

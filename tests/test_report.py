@@ -80,7 +80,11 @@ def test_the_summary_states_the_student_difference_with_its_interval() -> None:
         "(95% interval over resampled held-out tasks); per task (best attempt) 4 better, 4 tied, 0 worse"
         in text
     )
-    assert "2 held-out tasks)" in text
+    assert "2 held-out tasks)" in text and "_lo/_hi" not in text  # no interval columns
+    with_ci = [{**aup[0], "best_aup_lo": 1.1, "best_aup_hi": 1.3, "last_aup_lo": 1.0, "last_aup_hi": 1.2}]
+    meta = {"pool": ["sft"], "suite": "library", "tasks": ["a"], "confidence": 0.9, "bootstrap_samples": 200}
+    described = format_summary([], [], units, with_ci, meta, None)
+    assert "_lo/_hi: 90% percentile interval over 200 resamples of each model's runs per task" in described
     mlgym = format_summary([], [], units, aup, {"pool": ["sft"], "suite": "mlgym", "tasks": ["a"]},
                            {**paired, "suite": "mlgym"})  # fmt: skip
     assert "1 MLGym tasks)" in mlgym and "resampled MLGym tasks" in mlgym and "held-out" not in mlgym
