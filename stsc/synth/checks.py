@@ -8,7 +8,8 @@ whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
 - ``gate_baseline_finite``: the baseline's score is a finite number;
 - ``gate_beatable``: the baseline is not already at the metric's optimum (``meta.metric_bounds``);
 - ``gate_exploit_probes``: evaluate.py refuses to score without ``$STSC_PRIVATE_DIR`` and refuses a
-  submission missing rows; the sample submission and a constant prediction do not beat the baseline;
+  submission missing rows or repeating ids (even with the right row count); the sample submission
+  and a constant prediction do not beat the baseline;
 - ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
 - ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``;
 - ``gate_public_split`` (tasks with a public split): evaluate.py scores only the public test rows
@@ -384,8 +385,9 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
 
 def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
     """Probe files built from the sample submission: ``constant`` (one value per prediction column:
-    the training mode/mean of the target, else the sample's first value) and ``partial`` (the first
-    half of the rows)."""
+    the training mode/mean of the target, else the sample's first value), ``partial`` (the first
+    half of the rows) and ``duplicated`` (as many rows as the sample, but the first half of them
+    twice and the rest missing)."""
     import pandas as pd
 
     sample = pd.read_csv(task.path / task.config.sample_submission)
@@ -399,10 +401,19 @@ def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
             if len(labels):
                 value = labels.mode().iloc[0] if task.meta.task_type != "regression" else float(labels.mean())
         constant[column] = value
-    out = {"constant": out_dir / "probe_constant.csv", "partial": out_dir / "probe_partial.csv"}
+    out = {name: out_dir / f"probe_{name}.csv" for name in ("constant", "partial", "duplicated")}
     constant.to_csv(out["constant"], index=False)
-    sample.iloc[: len(sample) // 2].to_csv(out["partial"], index=False)
+    half = len(sample) // 2
+    sample.iloc[:half].to_csv(out["partial"], index=False)
+    sample.iloc[[i % max(1, half) for i in range(len(sample))]].to_csv(out["duplicated"], index=False)
     return out
+
+
+# Probe submissions evaluate.py must refuse, and what is wrong with each.
+REFUSED_PROBES = {
+    "partial": "missing half of the test ids",
+    "duplicated": "with the right number of rows that repeats some test ids and misses others",
+}
 
 
 def _exploit_probes(
@@ -427,13 +438,12 @@ def _exploit_probes(
             )
         for path in files.values():
             sandbox.put(path, path.name)
-        partial = _evaluate(sandbox, task, files["partial"].name, timeout)
-        if partial.ok:
-            return _failure(
-                Step.EXPLOIT,
-                "evaluate.py accepted a submission missing half of the test ids; it must exit non-zero",
-                partial,
-            )
+        for name, what in REFUSED_PROBES.items():
+            run = _evaluate(sandbox, task, files[name].name, timeout)
+            if run.ok:
+                return _failure(
+                    Step.EXPLOIT, f"evaluate.py accepted a submission {what}; it must exit non-zero", run
+                )
         probes = {
             "sample_submission": task.config.sample_submission.removeprefix(f"{WORKSPACE}/"),
             "constant": files["constant"].name,

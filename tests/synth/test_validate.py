@@ -348,3 +348,17 @@ def test_a_resumed_run_keeps_the_fix_budget_spent_before_it(tmp_path, records, o
     assert again.report.items_out == 1 and dict(again.report.drops) == {"evaluate": 1}
     assert again.report.cost_usd == pytest.approx(first.report.cost_usd)
     assert first_draft.name in {t.task_id for t in list_tasks(again.out_dir)}
+
+
+def test_an_evaluator_checking_only_the_row_count_is_rejected_by_the_probes(tmp_path, records, openai_server):
+    # the same number of rows, but some ids twice and others missing: a submission can keep its
+    # confident rows and drop the rest
+    count_only = EVALUATE.replace(
+        'sorted(sub["row_id"]) != sorted(truth["row_id"])', "len(sub) != len(truth)"
+    )
+    assert count_only != EVALUATE
+    openai_server.push(task_answer(count_only))
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [row] = _rejected(validate.out_dir).values()
+    assert row["reason"] == "gate:exploit_probes"
+    assert "repeats" in row["message"] and "must exit non-zero" in row["message"]
