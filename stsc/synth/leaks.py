@@ -7,7 +7,10 @@ are those ids; ids compare as numbers where they are numbers), else row by row w
 the same number of rows. A column leaks when it reproduces the label, relabels it (class codes,
 another spelling: each of its values stands for one class) or, for a numeric label, orders the rows
 like it (rank correlation at least 0.999: a rounded or rescaled copy); in the first two cases on at
-least 98% of the rows, and clearly more often than always guessing the majority label would.
+least 98% of the rows, and clearly more often than always guessing the majority label would. The
+ids themselves leak when, in a file holding the label for other rows (``train.csv``), the label of
+the row with the nearest id passes the same test (ids numbered before a table sorted by its label
+was shuffled).
 """
 
 from __future__ import annotations
@@ -98,6 +101,35 @@ def _id_column(frame: pd.DataFrame, key: str, ids: set[str]) -> str | None:
     return None
 
 
+def _id_order_hits(
+    truth: pd.DataFrame, key: str, labels: list[str], frame: pd.DataFrame, id_column: str
+) -> list[tuple[str, float]]:
+    """(label, rate) where the label of ``frame``'s row with the nearest numeric id, among rows
+    that are not test rows, reproduces (or ranks) ``truth``'s label as ``_leaky_columns`` judges:
+    ids handed out before a table sorted by its label was shuffled give the label away."""
+    import numpy as np
+    import pandas as pd
+
+    test_ids = pd.to_numeric(truth[key], errors="coerce")
+    other = frame[~_ids(frame[id_column]).isin(set(_ids(truth[key])))]
+    known = pd.to_numeric(other[id_column], errors="coerce")
+    if test_ids.isna().any() or known.isna().any() or len(known) < 2:
+        return []
+    order = np.argsort(known.to_numpy(), kind="stable")
+    sorted_ids = known.to_numpy()[order]
+    right = np.clip(np.searchsorted(sorted_ids, test_ids.to_numpy()), 1, len(sorted_ids) - 1)
+    left = right - 1
+    closer_left = np.abs(test_ids.to_numpy() - sorted_ids[left]) <= np.abs(
+        sorted_ids[right] - test_ids.to_numpy()
+    )
+    nearest = order[np.where(closer_left, left, right)]
+    found = []
+    for label in (c for c in labels if c in other.columns):
+        guess = pd.DataFrame({label: other[label].to_numpy()[nearest]})
+        found += [(label, rate) for label, _, rate in _leaky_columns(truth, guess, [label])]
+    return found
+
+
 def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[str]:
     """Workspace files that reveal private labels: byte-identical copies of a private file, or a CSV
     column matching a label column of a private CSV (joined on its first column, the id, when the
@@ -130,6 +162,13 @@ def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[
             except (ValueError, UnicodeDecodeError):
                 continue
             id_column = _id_column(frame, key, ids)
+            rel = path.relative_to(workspace)
+            if id_column is not None:
+                leaks += [
+                    f"{rel} column {id_column!r} gives private/{answer.name} column {label!r} away: the "
+                    f"{label!r} of the row with the nearest {id_column!r} matches on {rate:.0%} of the test rows"
+                    for label, rate in _id_order_hits(truth, key, labels, frame, id_column)
+                ]
             merged = None
             if id_column is not None:
                 renamed = frame.rename(columns={c: f"ws::{c}" for c in frame.columns})
@@ -144,7 +183,6 @@ def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[
                 hits = _leaky_columns(truth, frame, labels)
             else:
                 continue
-            rel = path.relative_to(workspace)
             leaks += [
                 f"{rel} column {col.removeprefix('ws::')!r} matches private/{answer.name} column {label!r} "
                 f"on {rate:.0%} of the test rows"

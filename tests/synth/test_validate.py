@@ -168,6 +168,41 @@ def test_a_rescaled_copy_of_a_regression_label_is_a_leak(template_library, tmp_p
     assert any(f"notes.csv column {label!r}" in leak for leak in find_label_leaks(workspace, task.private))
 
 
+def _split_sorted_table(folder: Path, label: pd.Series, numbered_before_shuffle: bool) -> tuple[Path, Path]:
+    """A task folder's ``workspace``/``private`` over a table sorted by its label: ids numbered
+    before the rows were shuffled (a common build bug) or after."""
+    table = pd.DataFrame({"x": range(len(label)), "label": label})  # x: a harmless feature
+    if numbered_before_shuffle:
+        table.insert(0, "id", range(len(table)))
+    table = table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    if not numbered_before_shuffle:
+        table.insert(0, "id", range(len(table)))
+    table["x"] = table["x"].sample(frac=1.0, random_state=1).to_numpy()
+    test, train = table.iloc[: len(table) // 4], table.iloc[len(table) // 4 :]
+    workspace, private = folder / "workspace", folder / "private"
+    (workspace / "data").mkdir(parents=True)
+    private.mkdir()
+    train.to_csv(workspace / "data" / "train.csv", index=False)
+    test.drop(columns=["label"]).to_csv(workspace / "data" / "test.csv", index=False)
+    test[["id", "label"]].to_csv(private / "answers.csv", index=False)
+    return workspace, private
+
+
+SORTED_LABELS = {
+    "classes": pd.Series(["ant"] * 200 + ["bee"] * 200 + ["cat"] * 200),
+    "numbers": pd.Series([round(0.37 * i, 2) for i in range(600)]),
+}
+
+
+@pytest.mark.parametrize("kind", list(SORTED_LABELS))
+def test_ids_numbered_in_label_order_are_a_leak_and_shuffled_ids_are_not(tmp_path, kind):
+    workspace, private = _split_sorted_table(tmp_path / "leaky", SORTED_LABELS[kind], True)
+    leaks = find_label_leaks(workspace, private)
+    assert any("data/train.csv column 'id' gives private/answers.csv column 'label' away" in x for x in leaks)
+    workspace, private = _split_sorted_table(tmp_path / "fine", SORTED_LABELS[kind], False)
+    assert find_label_leaks(workspace, private) == []
+
+
 # -- LLM tasks: the self-debug loop -----------------------------------------------------------------
 
 
