@@ -212,11 +212,24 @@ def _error_text(exc: BaseException) -> str:
 
 
 def retry_after_s(exc: BaseException) -> float:
-    """The ``Retry-After`` seconds of an HTTP error response, or 0.0."""
+    """The wait an HTTP error response asks for, or 0.0: ``retry-after-ms`` (OpenAI, Azure), else
+    ``Retry-After`` in seconds or as an HTTP date."""
+    import email.utils
+    import time
+
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     try:
-        return max(0.0, float(headers.get("retry-after", 0)))
-    except (TypeError, ValueError):  # an HTTP date instead of seconds
+        return max(0.0, float(headers.get("retry-after-ms")) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    try:
+        return max(0.0, float(value or 0))
+    except (TypeError, ValueError):
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(str(value)).timestamp() - time.time())
+    except (TypeError, ValueError):  # neither seconds nor a date
         return 0.0
 
 

@@ -96,6 +96,32 @@ def test_retry_after_header_sets_the_minimum_wait(make_client, openai_server):
     assert time.monotonic() - start >= 0.4
 
 
+def _http_date_in(seconds: float) -> str:
+    from email.utils import formatdate
+
+    return formatdate(time.time() + seconds, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait_s"),
+    [
+        (lambda: {"retry-after-ms": "600"}, 0.6),  # OpenAI and Azure send milliseconds
+        (lambda: {"Retry-After": _http_date_in(2.5)}, 1.5),  # RFC 9110 allows an HTTP date
+    ],
+    ids=["milliseconds", "http-date"],
+)
+def test_retry_after_in_milliseconds_or_as_a_date_sets_the_minimum_wait(
+    make_client, openai_server, headers, wait_s
+):
+    openai_server.push(Reply(status=429, headers=headers()), "ok")
+    client = make_client()
+
+    start = time.monotonic()
+    assert client.complete(USER).text == "ok"
+
+    assert time.monotonic() - start >= wait_s
+
+
 def test_bad_request_is_not_retried(make_client, openai_server):
     openai_server.push(Reply(status=400), "never sent")
     client = make_client()
