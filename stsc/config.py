@@ -102,16 +102,16 @@ class DatasetFilterConfig:
         default_factory=lambda: [
             "mit",
             "apache-2.0",
+            "bsd",
+            "bsd-2-clause",
+            "bsd-3-clause",
+            "cc0-1.0",
+            "cc-by-3.0",
             "cc-by-4.0",
             "cc-by-sa-4.0",
-            "cc0-1.0",
-            "bsd-3-clause",
-            "bsd-2-clause",
             "odc-by",
             "pddl",
-            "cc-by-3.0",
             "public-domain",
-            "bsd",
         ]
     )
     allow_unknown_license: bool = False
@@ -292,10 +292,11 @@ class CurateConfig:
 
     require_success: bool = True  # at least one scored submission
     require_beats_baseline: bool = False
-    max_total_tokens: int | None = 48000  # measured with the student's tokenizer; None = no filter
+    # 48K (paper, (s)): the example before truncation, with the student's tokenizer; None = no filter
+    max_total_tokens: int | None = 49152
     dedup: bool = True
     truncate: bool = True  # cut to max_seq_len at turn boundaries
-    max_seq_len: int = 32768
+    max_seq_len: int = 32768  # 32K (paper, (s))
     history_view: str = "processed"  # "processed" (what the model saw) | "full"
     # "trajectory": one multi-turn example per trajectory, every response trained in the final view;
     # "step": one example per response, in the exact view the model had at that step, trained on

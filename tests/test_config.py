@@ -186,3 +186,121 @@ def test_every_shipped_hosted_model_config_sends_parameters_its_model_accepts(
     llm = getattr(to_root_config(_compose([override])), key).llm
     client = LLMClient(replace(llm, extra={**llm.extra, "mock_response": "ok"}, cache=False, max_retries=0))
     assert client.complete([{"role": "user", "content": "hi"}]).text == "ok"
+
+
+# -- the paper recipes hold what the paper states -------------------------------------------------------
+
+
+def _flat(overrides: list[str]) -> dict[str, Any]:
+    """The composed, resolved config as dotted keys (lists compared whole)."""
+    from omegaconf import OmegaConf
+
+    cfg = _compose(overrides)
+    cfg.eval.mlgym_root = "/tmp/mlgym"  # the paper recipes read it from MLGYM_ROOT
+
+    def walk(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, sub in node.items() for k, v in walk(sub, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    return walk(OmegaConf.to_container(cfg, resolve=True), "")
+
+
+@pytest.mark.parametrize(
+    "experiment,model_id", [("paper_qwen3_4b", "Qwen/Qwen3-4B"), ("paper_qwen3_8b", "Qwen/Qwen3-8B")]
+)
+def test_a_paper_recipe_holds_the_values_the_paper_states(experiment: str, model_id: str) -> None:
+    """Each value cites reference/paper.md ((s): from its secondary summaries) or, for the
+    evaluation protocol the paper's AUP numbers follow, MLGym's (reference/mlgym.md)."""
+    from stsc.evaluation.mlgym_tasks import MLGYM_TASKS
+
+    cfg = to_root_config(_compose([f"experiment={experiment}", "eval.mlgym_root=/tmp/mlgym"]))
+    gpt5 = "openai/gpt-5"
+    # 1. "About 1000 topics (s)", sampled by an LLM
+    assert (cfg.topics.n, cfg.topics.expand_with_llm) == (1000, True)
+    assert {"vision", "nlp", "graphs", "rl", "tabular", "time_series"} <= set(cfg.topics.areas)
+    # 2.-4. "the LLM (GPT-5 (s)) proposes a task and a real dataset", verified on the Hub, then writes the task
+    assert (cfg.propose.kind, cfg.propose.llm.model) == ("llm", gpt5)
+    assert (cfg.hub.kind, cfg.dataset_filter.enabled) == ("huggingface", True)
+    assert (cfg.generator.kind, cfg.generator.llm.model) == ("llm", gpt5)
+    # 5. the self-debug loop sends errors back to the generator (rounds unpublished)
+    assert cfg.validate.self_debug and cfg.validate.max_rounds >= 1
+    # 6. "GPT-5 solves each task ... Target 256 trajectories per task (s)"
+    assert (cfg.teacher.kind, cfg.teacher.llm.model, cfg.rollout.per_task) == ("llm", gpt5, 256)
+    # the teacher's window leaves room for the 48K-token trajectories step 7 keeps
+    assert cfg.agent.context_limit_tokens > 48 * 1024
+    # 7. "at least one successful submission and at most 48K tokens"; "Truncate to 32K tokens (s)"
+    assert cfg.curate.require_success and not cfg.curate.require_beats_baseline
+    assert cfg.curate.max_total_tokens == 48 * 1024
+    assert cfg.curate.truncate and cfg.curate.max_seq_len == 32 * 1024 == cfg.sft.max_length
+    assert cfg.curate.task_fraction == 1.0
+    # 8. "Qwen3-4B and Qwen3-8B, supervised fine-tuning" (full fine-tuning: no LoRA is mentioned)
+    assert (cfg.student.model_id, cfg.sft.method) == (model_id, "full")
+    assert cfg.student.context_length >= 32 * 1024
+    # 9. "MLGym-Bench, 13 tasks, AUP": every task of the suite, base and SFT students compared
+    assert (cfg.eval.suite, cfg.eval.tasks, len(MLGYM_TASKS)) == ("mlgym", [], 13)
+    assert cfg.eval.include_base_student and cfg.eval.include_sft_student
+    assert cfg.split.heldout_fraction == 0.0  # every synthetic task trains
+    # MLGym's published protocol: 4 runs, 50 steps, temperature 0, top_p 0.95, 4 USD per run
+    ev = cfg.eval
+    assert (ev.runs_per_task, ev.max_steps, ev.temperature, ev.top_p, ev.cost_limit_usd) == (
+        4,
+        50,
+        0.0,
+        0.95,
+        4.0,
+    )
+    # MLGym's default agent: last 5 observations verbatim, 50 steps, 4 USD, 25 s commands
+    agent = cfg.agent
+    assert (agent.history.kind, agent.history.n) == ("last_n_observations", 5)
+    assert (agent.max_steps, agent.cost_limit_usd, agent.command_timeout_s) == (50, 4.0, 25.0)
+
+
+def test_the_8b_recipe_differs_from_the_4b_recipe_only_in_the_student() -> None:
+    small, large = _flat(["experiment=paper_qwen3_4b"]), _flat(["experiment=paper_qwen3_8b"])
+    differing = {k for k in small.keys() | large.keys() if small.get(k) != large.get(k)}
+    assert differing - {"label"} and all(k.startswith("student.") for k in differing - {"label"})
+    assert (small["student.model_id"], large["student.model_id"]) == ("Qwen/Qwen3-4B", "Qwen/Qwen3-8B")
+
+
+# -- ablations: each recipe's arms differ in the one factor it names ----------------------------------------
+
+# recipe -> (the keys its arms may differ in, keys its plain run may add to the quickstart besides them)
+ABLATIONS: dict[str, tuple[set[str], set[str]]] = {
+    "ablate_no_hub": ({"dataset_filter.enabled"}, set()),
+    "ablate_no_self_debug": ({"validate.self_debug"}, {"generator.*", "validate.timeout_s"}),
+    "ablate_no_success_filter": ({"curate.require_success"}, set()),
+    "ablate_no_truncation": ({"curate.truncate"}, {"sft.max_length", "student.context_length"}),
+    "ablate_teacher": ({"teacher.*"}, set()),
+    "ablate_task_scaling": ({"curate.task_fraction"}, set()),
+}
+
+
+def _matches(key: str, patterns: set[str]) -> bool:
+    return any(key == p or (p.endswith(".*") and key.startswith(p[:-1])) for p in patterns)
+
+
+def _sweep(experiment: str) -> tuple[str, list[str]]:
+    params = _yaml(CONF_DIR / "experiment" / f"{experiment}.yaml")["hydra"]["sweeper"]["params"]
+    ((key, values),) = params.items()
+    return key, str(values).split(",")
+
+
+def test_every_ablation_recipe_is_listed_here() -> None:
+    assert set(ABLATIONS) == {p.stem for p in (CONF_DIR / "experiment").glob("ablate_*.yaml")}
+
+
+@pytest.mark.parametrize("experiment", sorted(ABLATIONS))
+def test_an_ablation_sweep_s_arms_differ_only_in_the_factor_it_names(experiment: str) -> None:
+    factor, extra = ABLATIONS[experiment]
+    key, values = _sweep(experiment)
+    assert len(values) >= 2
+    arms = [_flat([f"experiment={experiment}", f"{key}={v}"]) for v in values]
+    for arm in arms[1:]:
+        differing = {k for k in arm.keys() | arms[0].keys() if arm.get(k) != arms[0].get(k)}
+        assert differing and all(_matches(k, factor) for k in differing), differing
+    # the plain run is one of the arms, and adds to the quickstart only the factor and what both arms share
+    plain, quickstart = _flat([f"experiment={experiment}"]), _flat(["experiment=quickstart"])
+    assert plain in arms
+    added = {k for k in plain.keys() | quickstart.keys() if plain.get(k) != quickstart.get(k)} - {"label"}
+    assert all(_matches(k, factor | extra) for k in added), added

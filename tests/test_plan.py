@@ -79,6 +79,53 @@ def test_a_sweep_dry_run_counts_each_shared_stage_key_once(tmp_path: Path) -> No
     assert totals[1] == 0.0 < totals[0]  # the second job's own stages call no priced model
 
 
+# the first stage each ablation's factor reaches: its arms share everything upstream of it
+ABLATION_STAGE = {
+    "ablate_no_hub": "verify",
+    "ablate_no_self_debug": "validate",
+    "ablate_no_success_filter": "curate",
+    "ablate_no_truncation": "curate",
+    "ablate_teacher": "rollout",
+    "ablate_task_scaling": "curate",
+}
+STAGES = [
+    "topics",
+    "propose",
+    "verify",
+    "generate",
+    "validate",
+    "rollout",
+    "curate",
+    "sft",
+    "evaluate",
+    "report",
+]
+
+
+def test_every_ablation_recipe_has_an_expected_first_stage() -> None:
+    assert set(ABLATION_STAGE) == {p.stem for p in (REPO / "conf" / "experiment").glob("ablate_*.yaml")}
+
+
+@pytest.mark.parametrize("experiment", sorted(ABLATION_STAGE))
+def test_an_ablation_sweep_dry_run_shares_every_stage_upstream_of_its_factor(
+    tmp_path: Path, experiment: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("OPENAI_API_KEY", None)
+    cmd = [sys.executable, "-m", "stsc.cli", "-m", f"experiment={experiment}", "dry_run=true", f"root={tmp_path}",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plans = proc.stdout.split("Dry run: nothing will be executed.")[1:]
+    assert len(plans) >= 2, proc.stdout  # one job per arm
+    first = STAGES.index(ABLATION_STAGE[experiment])
+    for plan in plans[1:]:
+        rows = [line.split() for line in plan.splitlines() if line[:1].isalpha()]
+        status = {row[0]: row[1] for row in rows if row[1] in ("run", "cached", "shared")}
+        assert [status[s] for s in STAGES] == ["shared"] * first + ["run"] * (len(STAGES) - first), plan
+    assert not (tmp_path / "mlruns" / "store").exists()
+
+
 # -- estimates computed from the config --------------------------------------------------------------
 
 
