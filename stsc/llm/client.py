@@ -33,6 +33,7 @@ from stsc.llm.providers import (
     register_prices,
     resolve_api_key,
     retry_after_s,
+    secret_values,
 )
 from stsc.llm.records import CallEvent, Completion, OnCall, Usage, public_params
 
@@ -211,8 +212,11 @@ class LLMClient:
 
     def _fail_or_wait(self, failure: Failure, error: Exception, api_key: str | None, attempt: int) -> float:
         """Raise the error ``failure`` calls for, or log the retry that follows and return its delay."""
-        message = redact(f"{self.cfg.model}: {type(error).__name__}: {error}", api_key)
-        cause = None if api_key and api_key in str(error) else error
+        message = f"{self.cfg.model}: {type(error).__name__}: {error}"
+        secrets = secret_values(self.cfg, api_key)
+        for secret in secrets:
+            message = redact(message, secret)
+        cause = None if any(s and s in str(error) for s in secrets) else error
         if failure is Failure.CONTEXT:
             raise ContextLimitError(message) from cause
         if failure is Failure.REFUSED:

@@ -233,6 +233,28 @@ def retry_after_s(exc: BaseException) -> float:
         return 0.0
 
 
+def secret_values(cfg: LLMConfig, api_key: str | None) -> list[str]:
+    """The secrets a provider's error message may echo: ``api_key`` and the values of
+    secret-named options in ``cfg.extra`` (``api_key``, an ``Authorization`` header and its token)."""
+    from stsc.tracking import is_secret_key
+
+    found = [api_key] if api_key else []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if is_secret_key(str(key)) and isinstance(value, str):
+                    found.extend([value, *value.split()[-1:]])
+                else:
+                    walk(value)
+        elif isinstance(obj, list | tuple):
+            for value in obj:
+                walk(value)
+
+    walk(cfg.extra)
+    return found
+
+
 def redact(text: str, secret: str | None) -> str:
     """``text`` with every occurrence of ``secret`` replaced by ``***``."""
     return text.replace(secret, "***") if secret and len(secret) >= 4 else text

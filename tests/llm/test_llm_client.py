@@ -243,6 +243,32 @@ def test_a_secret_in_llm_extra_reaches_the_provider_only(make_client, openai_ser
     assert all(secret.encode() not in f.read_bytes() for f in (tmp_path / "cache").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("hosted_vllm/fake-model", lambda k: {"api_key": k}),
+        ("openai/fake-model", lambda k: {"extra_headers": {"Authorization": f"Bearer {k}"}}),
+    ],
+    ids=["api_key", "authorization-header"],
+)
+def test_a_secret_in_llm_extra_echoed_by_a_provider_error_is_redacted(
+    make_client, openai_server, model, extra
+):
+    secret = "sk-live-SECRET-99999"
+    echoed = {"error": {"message": f"Incorrect API key provided: {secret}", "type": "invalid_request_error"}}
+    openai_server.push(Reply(status=401, body=echoed))
+    events: list[CallEvent] = []
+    client = make_client(model=model, extra=extra(secret), client_kwargs={"on_call": events.append})
+
+    with pytest.raises(RequestRejectedError) as failure:
+        client.complete(USER)
+
+    assert openai_server.chat_requests[0].api_key == secret
+    assert secret not in str(failure.value) and "***" in str(failure.value)
+    assert failure.value.__cause__ is None
+    assert events and secret not in (events[0].error or "")
+
+
 def test_a_local_server_never_gets_the_real_provider_key(make_client, openai_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-REAL-KEY-12345")
     make_client().complete(USER)
