@@ -8,8 +8,9 @@ whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
 - ``gate_baseline_finite``: the baseline's score is a finite number;
 - ``gate_beatable``: the baseline is not already at the metric's optimum (``meta.metric_bounds``);
 - ``gate_exploit_probes``: evaluate.py refuses to score without ``$STSC_PRIVATE_DIR`` and refuses a
-  submission missing rows or repeating ids (even with the right row count); the sample submission
-  and a constant prediction do not beat the baseline;
+  submission missing rows or repeating ids (even with the right row count); the baseline's
+  submission with its rows reversed scores exactly the baseline's score (labels matched by id, not
+  position); the sample submission and a constant prediction do not beat the baseline;
 - ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
 - ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``;
 - ``gate_public_split`` (tasks with a public split): evaluate.py scores only the public test rows
@@ -292,6 +293,10 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
     result = CheckResult(
         None, metrics, baseline_score=score, runtime_s=baseline.duration_s + scored.duration_s
     )
+    if cfg.gate_exploit_probes and math.isfinite(score):
+        result.failure = _reordered_probe(task, sandbox, score, timeout, result.probes)
+        if result.failure is not None:
+            return result
     if task.meta.public_split:
         public = _evaluate(sandbox, task, "submission.csv", timeout, split="validate")
         why = f"evaluate.py failed on the public rows ({SCORE_SPLIT_ENV}=validate)"
@@ -452,6 +457,40 @@ def _exploit_probes(
             failure = _trivial_probe(task, sandbox, name, rel, baseline, timeout, seen)
             if failure is not None:
                 return failure
+    return None
+
+
+def _reordered_probe(
+    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
+) -> Failure | None:
+    """The baseline's submission with its rows in reverse order must score exactly the baseline's
+    score: an evaluator that pairs predictions with labels by position, not by id, scores a
+    correct submission in another order as wrong (run before the public-split gate, which such an
+    evaluator would fail with a misleading message)."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        sandbox.get("submission.csv", Path(tmp) / "baseline_submission.csv")
+        try:
+            submission = pd.read_csv(Path(tmp) / "baseline_submission.csv")
+        except (ValueError, UnicodeDecodeError) as e:
+            return Failure(Step.BASELINE, f"the baseline's submission.csv is not a readable CSV file: {e}")
+        submission.iloc[::-1].to_csv(Path(tmp) / "probe_reordered.csv", index=False)
+        sandbox.put(Path(tmp) / "probe_reordered.csv", "probe_reordered.csv")
+    run = _evaluate(sandbox, task, "probe_reordered.csv", timeout)
+    try:
+        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
+    except EvaluationError:
+        value = None
+    seen["reordered"] = "rejected" if value is None else value
+    if value is None or not math.isclose(value, baseline, rel_tol=1e-9, abs_tol=1e-12):
+        got = "was rejected" if value is None else f"scored {task.meta.metric}={value}"
+        return _failure(
+            Step.EXPLOIT,
+            f"the baseline's submission with its rows in reverse order {got}, not the baseline's {baseline}; "
+            "evaluate.py must match predictions to labels by the id column, not by row position",
+            run,
+        )
     return None
 
 

@@ -385,6 +385,25 @@ def test_a_resumed_run_keeps_the_fix_budget_spent_before_it(tmp_path, records, o
     assert first_draft.name in {t.task_id for t in list_tasks(again.out_dir)}
 
 
+def test_an_evaluator_pairing_predictions_with_labels_by_position_is_rejected(
+    tmp_path, records, openai_server
+):
+    # a correct submission in another row order scores as wrong; the split is honoured by position too
+    positional = EVALUATE.replace(
+        'truth = truth[truth["row_id"].isin(public) == validate]',
+        'keep = (truth["row_id"].isin(public) == validate).to_numpy(); truth, sub = truth[keep], sub[keep]',
+    ).replace(
+        'merged = truth.merge(sub, on="row_id", suffixes=("", "_pred"))',
+        'merged = truth.assign(species_pred=sub["species"].to_numpy())',
+    )
+    assert positional.count("keep") == 3 and "assign" in positional
+    openai_server.push(task_answer(positional))
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [row] = _rejected(validate.out_dir).values()
+    assert row["reason"] == "gate:exploit_probes"
+    assert "rows in reverse order scored accuracy=" in row["message"] and "by the id column" in row["message"]
+
+
 def test_an_evaluator_checking_only_the_row_count_is_rejected_by_the_probes(tmp_path, records, openai_server):
     # the same number of rows, but some ids twice and others missing: a submission can keep its
     # confident rows and drop the rest
