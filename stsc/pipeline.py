@@ -188,7 +188,7 @@ _PAPER_GRAPH = (
         "stsc.synth.validate:run_validate",
         ("generate",),
         ("validate", "generator.llm", *SANDBOX_LIMITS),
-        3,
+        4,
         prompts=_validate_prompts,
     ),
     StageSpec(
@@ -204,7 +204,7 @@ _PAPER_GRAPH = (
         "stsc.curate:run_curate",
         ("rollout", "validate"),
         ("curate", "student", "split", "agent.history"),
-        2,
+        3,
     ),
     StageSpec("sft", "stsc.train.sft:run_sft", ("curate", "rollout", "validate"), ("sft", "student"), 2),
     StageSpec(
@@ -215,7 +215,7 @@ _PAPER_GRAPH = (
         8,
         prompts=_agent_prompts,
     ),
-    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 3),
+    StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 4),
 )
 for _spec in _PAPER_GRAPH:
     register(_spec)
