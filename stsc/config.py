@@ -527,8 +527,35 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
+# litellm options the model client sets itself from LLMConfig fields (or never sends): given in
+# ``llm.extra`` they would collide with its own, or, for the server address, bypass the rule that
+# a local server never receives the provider's key.
+CLIENT_OWNED_OPTIONS = {
+    "model": "llm.model",
+    "messages": None,
+    "num_retries": "llm.max_retries",
+    "max_retries": "llm.max_retries",
+    "stream": None,
+    "timeout": "llm.timeout_s",
+    "api_base": "llm.api_base",
+    "base_url": "llm.api_base",
+}
+
+
+def _check_llm_extra(cfg: RootConfig) -> None:
+    configs = [("topics.llm", cfg.topics.llm), ("propose.llm", cfg.propose.llm),
+               ("generator.llm", cfg.generator.llm), ("teacher.llm", cfg.teacher.llm)]  # fmt: skip
+    configs += [(f"eval.models[{m.name}].policy.llm", m.policy.llm) for m in cfg.eval.models]
+    for path, llm in configs:
+        for option in sorted(set(llm.extra) & CLIENT_OWNED_OPTIONS.keys()):
+            owner = CLIENT_OWNED_OPTIONS[option]
+            hint = f"set {path}{owner.removeprefix('llm')} instead" if owner else "the client sets it"
+            raise ConfigError(f"{path}.extra.{option} is not allowed: {hint}")
+
+
 def validate(cfg: RootConfig) -> RootConfig:
     """Check cross-field rules the type system cannot. Raises ``ConfigError`` naming the key."""
+    _check_llm_extra(cfg)
     for key, (path, valid) in CHOICES.items():
         value = _get(cfg, path)
         if value not in valid:

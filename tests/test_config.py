@@ -122,6 +122,23 @@ def test_distributed_training_requires_the_accelerate_launcher() -> None:
         to_root_config(_compose(["sft.distributed=zero3", "sft.launcher=none"]))
 
 
+def test_llm_extra_may_not_set_what_the_client_owns() -> None:
+    # an api_base in extra would reach a server the loopback-key rule never saw; model or
+    # num_retries would collide with the client's own arguments at the first call
+    with pytest.raises(
+        ConfigError, match=r"teacher\.llm\.extra\.api_base is not allowed: set teacher\.llm\.api_base"
+    ):
+        to_root_config(_compose(["teacher=gpt5", "+teacher.llm.extra.api_base=http://127.0.0.1:9"]))
+    with pytest.raises(
+        ConfigError, match=r"generator\.llm\.extra\.num_retries .*generator\.llm\.max_retries"
+    ):
+        to_root_config(_compose(["+generator.llm.extra.num_retries=2"]))
+    cfg = to_root_config(
+        _compose(["teacher=gpt5", "+teacher.llm.extra.api_key=sk-x", "+teacher.llm.extra.seed=1"])
+    )
+    assert cfg.teacher.llm.extra["seed"] == 1  # other litellm options pass through
+
+
 def test_step_turns_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match=r"rollout\.step_turns=-1"):
         to_root_config(_compose(["rollout.step_turns=-1"]))
