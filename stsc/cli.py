@@ -66,6 +66,13 @@ def _parent_run_id() -> str | None:
     return read_sweep_run_id(sweep_dir) if sweep_dir is not None else None
 
 
+def _job_overrides() -> list[str]:
+    """This job's command-line overrides (in a sweep: its own values of the swept keys)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
 def _job(dict_cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -112,7 +119,9 @@ def _run(cfg: Any, resolved_yaml: str, output_dir: Path, secrets: list[str]) -> 
             tracker = JobTracker(cfg.tracking, cfg.root_path, extra_secrets=secrets)
             name = cfg.label or output_dir.name
             tags = {"output_dir": str(output_dir)}
-            tracker.start(name, asdict(cfg), parent_run_id=_parent_run_id(), tags=tags)
+            tracker.start(
+                name, asdict(cfg), parent_run_id=_parent_run_id(), tags=tags, overrides=_job_overrides()
+            )
             tracker.log_config_files({"resolved_config.yaml": resolved_yaml, **_hydra_files(output_dir)})
         outcomes = run_pipeline(cfg, tracker, sweep_dir=_sweep_dir())
         status = "FINISHED"

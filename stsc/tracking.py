@@ -8,6 +8,7 @@ fluent active-run stack, so nesting works across threads and processes.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,10 @@ KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "auth", "encry
 REDACTED = "***REDACTED***"
 PARAM_MAX = 6000
 SWEEP_RUN_FILE = ".mlflow_sweep_run_id"
+# Sweep-run tag: the config keys a ``-m`` sweep varies, comma-separated; its jobs are named after them.
+SWEPT_KEYS_TAG = "stsc.swept_keys"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+RUN_NAME_MAX = 250
 TABLE_MAX_ROWS = 5000
 # The password of a URL's userinfo: ``postgresql://user:pw@host`` -> ``postgresql://user:***REDACTED***@host``
 # (also as Hydra escapes it in overrides: ``http\://user\:pw@host``).
@@ -232,13 +237,20 @@ def make_client(cfg: TrackingConfig, root: Path):
 
 
 def git_commit(root: Path) -> str:
+    """The commit of the checkout stsc's code runs from, else of ``root``'s, else ``unknown``: the
+    code decides the results, and ``root`` (where the store lives) is often outside any checkout."""
+    return _head_commit(str(Path(__file__).resolve().parents[1])) or _head_commit(str(root)) or "unknown"
+
+
+@functools.lru_cache(maxsize=8)
+def _head_commit(folder: str) -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,12 +258,24 @@ def git_commit(root: Path) -> str:
 
 
 class StageTracker:
-    """The nested run of one stage."""
+    """The nested run of one stage; ``job`` (the parent ``JobTracker``) also receives the stage's
+    final metrics, so the job runs of a sweep can be compared on them."""
 
-    def __init__(self, client: Any, run_id: str, secrets: list[str] | None = None):
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        secrets: list[str] | None = None,
+        job: JobTracker | None = None,
+        stage: str = "",
+        cache_hit: bool = False,
+    ):
         self.client = client
         self.run_id = run_id
         self._secrets = known_secrets() if secrets is None else secrets  # values to redact
+        self._job = job
+        self._stage = stage
+        self._cache_hit = cache_hit
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -279,7 +303,10 @@ class StageTracker:
         """Log the stage's metrics, summary, tables and artifacts, then end the run with ``status``
         (``FAILED`` instead of ``FINISHED`` when the logging itself raises)."""
         try:
-            self.log_metrics(report.as_metrics())
+            metrics = report.as_metrics()
+            self.log_metrics(metrics)
+            if self._job is not None:
+                self._job.roll_up(self._stage, metrics, self._cache_hit)
             self.log_json(report.to_dict(), "stage_summary.json")
             if ctx is not None:
                 for name, rows in ctx.tables.items():
@@ -316,6 +343,7 @@ class JobTracker:
         self.root = root
         self.run_id: str | None = None
         self._secrets = known_secrets(extra_secrets)
+        self._stage_costs: dict[str, tuple[float, bool]] = {}  # stage -> (cost_usd, cache hit)
 
     def start(
         self,
@@ -323,12 +351,48 @@ class JobTracker:
         config: Mapping[str, Any],
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        overrides: list[str] | tuple[str, ...] = (),
     ) -> str:
-        all_tags = {"stsc.kind": "job", "git_commit": git_commit(self.root), **(tags or {})}
+        """Create the job run. ``overrides`` (the job's command-line overrides) become its
+        ``overrides`` tag and description; in a sweep (``parent_run_id``) the ones setting a swept key
+        are appended to ``run_name``, so the jobs of one sweep are told apart in the runs list."""
+        commit = git_commit(self.root)
+        all_tags = {"stsc.kind": "job", "git_commit": commit, **(tags or {})}
+        if commit != "unknown":
+            all_tags["mlflow.source.git.commit"] = commit  # shown on the run's page
+        shown = redact_overrides(list(overrides), self._secrets)
+        if overrides:
+            all_tags["overrides"] = shown[:5000]
+        all_tags.setdefault(NOTE_TAG, f"stsc {shown}".rstrip())
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        self.run_id = self._create_run(redact_text(run_name, self._secrets), all_tags, config)
+            swept = self._swept_keys(parent_run_id)
+            varied = [o for o in overrides if _override_key(o) in swept]
+            if varied:
+                run_name = f"{run_name} {redact_overrides(varied, self._secrets)}"
+        run_name = redact_text(run_name, self._secrets)[:RUN_NAME_MAX]
+        self.run_id = self._create_run(run_name, all_tags, config)
         return self.run_id
+
+    def _swept_keys(self, sweep_run_id: str) -> set[str]:
+        tag = self.client.get_run(sweep_run_id).data.tags.get(SWEPT_KEYS_TAG, "")
+        return {k for k in tag.split(",") if k}
+
+    def roll_up(self, stage: str, metrics: Mapping[str, float], cache_hit: bool) -> None:
+        """Log a stage's metrics on the job run as ``<stage>.<metric>`` (``evaluate.aup_best.sft``,
+        ``curate.items_out``), with ``total_cost_usd`` (its stages, cache hits included),
+        ``new_cost_usd`` (the stages it computed) and the tags ``stages`` and ``cached_stages``."""
+        from mlflow.entities import RunTag
+
+        assert self.run_id is not None
+        self._stage_costs[stage] = (float(metrics.get("cost_usd", 0.0)), cache_hit)
+        rolled = {f"{stage}.{k}": v for k, v in metrics.items()}
+        rolled["total_cost_usd"] = sum(c for c, _ in self._stage_costs.values())
+        rolled["new_cost_usd"] = sum(c for c, hit in self._stage_costs.values() if not hit)
+        StageTracker(self.client, self.run_id, self._secrets).log_metrics(rolled)
+        cached = [s for s, (_, hit) in self._stage_costs.items() if hit]
+        tags = {"stages": ",".join(self._stage_costs), "cached_stages": ",".join(cached) or "-"}
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _create_run(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
         """A new run with ``tags`` and ``params``; ended ``FAILED`` when its params cannot be logged."""
@@ -362,25 +426,60 @@ class JobTracker:
             self.client.log_artifacts(self.run_id, tmp, "config")
 
     def start_stage(
-        self, name: str, key: str, params: Mapping[str, Any], cache_hit: bool = False
+        self,
+        name: str,
+        key: str,
+        params: Mapping[str, Any],
+        cache_hit: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> StageTracker:
         assert self.run_id is not None
-        tags = {
+        all_tags = {
             "mlflow.parentRunId": self.run_id,
             "stsc.kind": "stage",
             "stage": name,
             "content_key": key,
             "cache_hit": str(cache_hit).lower(),
             "git_commit": git_commit(self.root),
+            **(tags or {}),
         }
-        return StageTracker(self.client, self._create_run(name, tags, params), self._secrets)
+        run_id = self._create_run(name, all_tags, params)
+        return StageTracker(self.client, run_id, self._secrets, job=self, stage=name, cache_hit=cache_hit)
 
     def record_stage(
         self, name: str, key: str, folder: Path, report: Any, cache_hit: bool, params: Mapping[str, Any]
     ) -> None:
-        """A nested run for a cached stage: its stored metrics, tagged ``cache_hit=true``."""
-        st = self.start_stage(name, key, params, cache_hit=cache_hit)
-        st.finish(report)
+        """A nested run for a cached stage: its stored metrics and tables (``table_<name>.json`` in
+        ``folder``), tagged ``cache_hit=true`` and, when this experiment holds the run that computed
+        the key, ``computed_in_run`` (its id; its other artifacts are there) and a description
+        linking to it."""
+        from types import SimpleNamespace
+
+        from stsc.store import read_json
+
+        source = self._computing_run(name, key)
+        where = f"[{source}](#/experiments/{self.experiment_id}/runs/{source})" if source else "another run"
+        tags = {
+            "stage_dir": str(folder),
+            NOTE_TAG: f"Cache hit: stage `{name}` (key `{key}`) was computed by {where}; its stored "
+            f"metrics and tables are logged again here, its other outputs are in that run and in {folder}.",
+        }
+        if source:
+            tags["computed_in_run"] = source
+        st = self.start_stage(name, key, params, cache_hit=cache_hit, tags=tags)
+        tables = {p.stem[len("table_") :]: read_json(p) for p in sorted(Path(folder).glob("table_*.json"))}
+        st.finish(report, SimpleNamespace(tables=tables, artifacts=[]))
+
+    def _computing_run(self, name: str, key: str) -> str | None:
+        """The id of the first finished run of this experiment that computed stage ``name`` at ``key``."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.stage = '{name}' AND tags.content_key = '{key}' AND tags.cache_hit = 'false' "
+            "AND attributes.status = 'FINISHED'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        return runs[0].info.run_id if runs else None
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         assert self.run_id is not None
@@ -389,6 +488,22 @@ class JobTracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def _override_key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``; ``~c`` -> ``c``."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def swept_keys(overrides: list[str], sweeper_params: Mapping[str, Any] | None = None) -> list[str]:
+    """The keys a ``-m`` sweep varies: overrides with several values (``a=1,2``, ``range(...)``,
+    ``choice(...)``) and the keys of ``hydra.sweeper.params`` (a recipe's sweep), in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    items = list(overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(items)
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    return list(dict.fromkeys(keys))
 
 
 def _redact_tags(tags: Mapping[str, str], secrets: list[str] | None = None) -> dict[str, str]:
@@ -444,6 +559,9 @@ class MlflowSweepCallback:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
         secrets = _secrets_of(config)
+        params = OmegaConf.select(config, "hydra.sweeper.params")
+        swept = swept_keys(overrides, OmegaConf.to_container(params) if params is not None else None)
+        shown = redact_overrides(overrides, secrets)
         run = self._client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
@@ -451,7 +569,9 @@ class MlflowSweepCallback:
                 "stsc.kind": "sweep",
                 "git_commit": git_commit(root),
                 "sweep_dir": str(sweep_dir),
-                "overrides": redact_overrides(overrides, secrets)[:5000],
+                "overrides": shown[:5000],
+                SWEPT_KEYS_TAG: ",".join(swept)[:5000],
+                NOTE_TAG: f"stsc -m {shown}\n\nSwept: {', '.join(swept) or '-'}",
             },
         )
         self._run_id = run.info.run_id

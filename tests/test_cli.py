@@ -304,3 +304,29 @@ def test_a_plugin_module_that_does_not_exist_is_named_as_a_config_error(tmp_path
     assert proc.returncode == 2, console[-3000:]
     assert "plugins=[tests.no_such_plugin]: no module 'tests.no_such_plugin'" in console
     assert "Traceback" not in console
+
+
+def test_the_jobs_of_a_sweep_are_named_after_their_swept_values(tmp_path: Path) -> None:
+    _run(
+        [
+            "-m",
+            "rollout.per_task=1,2",
+            "stages=[probe_items,probe_sum]",
+            "plugins=[tests.plugin_stages]",
+            f"root={tmp_path}",
+            "topics.n=3",
+        ],
+        tmp_path,
+    )
+    _, runs = _all_runs(tmp_path)
+    (sweep,) = [r for r in runs if r.data.tags.get("stsc.kind") == "sweep"]
+    jobs = sorted((r for r in runs if r.data.tags.get("stsc.kind") == "job"), key=lambda r: r.info.run_name)
+    assert sweep.data.tags["stsc.swept_keys"] == "rollout.per_task"
+    assert [j.info.run_name for j in jobs] == [
+        "quickstart rollout.per_task=1",
+        "quickstart rollout.per_task=2",
+    ]
+    assert all(j.data.tags["overrides"].startswith("rollout.per_task=") for j in jobs)
+    assert all("stsc rollout.per_task=" in j.data.tags["mlflow.note.content"] for j in jobs)
+    assert sorted(j.data.metrics["probe_sum.total"] for j in jobs) == [5.0, 10.0]  # comparable per job
+    assert sorted(j.data.tags["cached_stages"] for j in jobs) == ["-", "probe_items"]

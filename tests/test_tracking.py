@@ -222,3 +222,85 @@ def test_the_log_filter_redacts_url_passwords_and_tracebacks(monkeypatch: pytest
     text = stream.getvalue()
     assert "http://alice:***REDACTED***@vllm:8000/v1" in text and "ConnectionError" in text
     assert "Pa55w0rd" not in text
+
+
+def test_a_job_run_carries_its_stages_metrics_and_cost_for_comparing_jobs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from stsc.store import StageReport
+    from stsc.tracking import JobTracker
+
+    tracker = JobTracker(TrackingConfig(), tmp_path)
+    job_id = tracker.start("job", {"seed": 0})
+    curate = StageReport(stage="curate", items_in=20, items_out=16, cost_usd=0.5)
+    curate.drop("failed_episode", 4)
+    tracker.start_stage("curate", "k1", params={"seed": 0}).finish(curate)
+    evaluate = StageReport(stage="evaluate", cost_usd=1.25)
+    evaluate.metrics.update({"aup_best.sft": 0.96, "aup_delta_best.sft_vs_base": 0.019})
+    tracker.record_stage("evaluate", "k2", tmp_path, evaluate, cache_hit=True, params={"seed": 0})
+    run = tracker.client.get_run(job_id)
+    m = run.data.metrics
+    assert m["curate.items_out"] == 16 and m["curate.drop.failed_episode"] == 4
+    assert m["evaluate.aup_best.sft"] == 0.96 and m["evaluate.aup_delta_best.sft_vs_base"] == 0.019
+    assert m["total_cost_usd"] == 1.75 and m["new_cost_usd"] == 0.5  # the cached stage cost nothing now
+    assert run.data.tags["stages"] == "curate,evaluate" and run.data.tags["cached_stages"] == "evaluate"
+    ctx = SimpleNamespace(tables={}, artifacts=[])
+    tracker.start_stage("sft", "k3", params={"seed": 0}).finish(StageReport(stage="sft"), ctx)
+    assert "sft.items_out" in tracker.client.get_run(job_id).data.metrics
+
+
+def test_a_cache_hit_stage_run_shows_the_stored_tables_and_links_the_run_that_computed_them(
+    tmp_path: Path,
+) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from stsc.store import StageReport
+    from stsc.tracking import JobTracker
+
+    rows = [{"task": "iris", "score": 0.9}]
+    first = JobTracker(TrackingConfig(), tmp_path)
+    first.start("first", {"seed": 0})
+    computed = first.start_stage("rollout", "abc123", params={"seed": 0})
+    computed.finish(StageReport(stage="rollout"), SimpleNamespace(tables={"episodes": rows}, artifacts=[]))
+    folder = tmp_path / "store" / "rollout" / "abc123"
+    folder.mkdir(parents=True)
+    (folder / "table_episodes.json").write_text(json.dumps(rows))
+    second = JobTracker(TrackingConfig(), tmp_path)
+    second.start("second", {"seed": 0})
+    second.record_stage("rollout", "abc123", folder, StageReport(stage="rollout"), True, {"seed": 0})
+    (hit,) = second.client.search_runs(
+        [second.experiment_id], f"tags.`mlflow.parentRunId` = '{second.run_id}'"
+    )
+    assert hit.data.tags["cache_hit"] == "true" and hit.data.tags["computed_in_run"] == computed.run_id
+    assert computed.run_id in hit.data.tags["mlflow.note.content"]
+    assert hit.data.tags["stage_dir"] == str(folder)
+    local = Path(second.client.download_artifacts(hit.info.run_id, "tables", str(tmp_path / "dl")))
+    assert json.loads((local / "episodes.json").read_text())["data"] == [["iris", 0.9]]
+
+
+def test_runs_record_the_commit_of_stscs_code_even_when_the_root_is_outside_any_checkout(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from stsc.tracking import JobTracker, git_commit
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the code is not in a git checkout")
+    assert git_commit(tmp_path) == head.stdout.strip()
+    tracker = JobTracker(TrackingConfig(), tmp_path)
+    tags = tracker.client.get_run(tracker.start("job", {"seed": 0})).data.tags
+    assert tags["git_commit"] == tags["mlflow.source.git.commit"] == head.stdout.strip()
+
+
+def test_the_swept_keys_come_from_the_command_line_and_from_a_recipes_sweeper_params() -> None:
+    from stsc.tracking import swept_keys
+
+    overrides = ["rollout.per_task=1,2", "stages=[a,b]", "+x.y=range(1,3)", "seed=0"]
+    assert swept_keys(overrides) == ["rollout.per_task", "x.y"]
+    assert swept_keys(["experiment=ablate_task_scaling"], {"curate.task_fraction": "0.25,0.5,1.0"}) == [
+        "curate.task_fraction"
+    ]
