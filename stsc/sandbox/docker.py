@@ -195,11 +195,12 @@ class DockerSandbox(HostBoundSandbox):
             LABEL_OWNER: json.dumps(owner_record()),
             LABEL_ROOT: str(self.layout.root),
         }
+        # create + start rather than `containers.run`, which pulls a missing image from a registry
+        # and leaves the created container behind when it cannot start.
         try:
-            container = self._client.containers.run(
+            container = self._client.containers.create(
                 cfg.image,
                 command=["sleep", "infinity"],
-                detach=True,
                 init=True,
                 user=cfg.user,
                 working_dir=self.layout.inside_workspace,
@@ -225,8 +226,20 @@ class DockerSandbox(HostBoundSandbox):
                 f"image {cfg.image} not found; build it with `python -m stsc.sandbox.image`"
             ) from e
         except docker.errors.APIError as e:
-            raise SandboxError(f"the Docker engine could not start a sandbox container: {e}") from e
+            raise SandboxError(f"the Docker engine could not create a sandbox container: {e}") from e
         self._ids.append(container.id)
+        try:
+            container.start()
+        except docker.errors.APIError as e:
+            _remove_quietly(self._client, container.id)
+            self._ids.remove(container.id)
+            hint = (
+                f"; sandbox.gpus={cfg.gpus!r} needs the NVIDIA Container Toolkit on the engine's host and "
+                "existing GPU ids (or set sandbox.gpus=null)"
+                if cfg.gpus
+                else ""
+            )
+            raise SandboxError(f"the Docker engine could not start a sandbox container: {e}{hint}") from e
         return container
 
     def _run(

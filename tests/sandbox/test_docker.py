@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -77,3 +78,37 @@ def test_a_command_that_stops_the_container_does_not_end_the_sandbox(docker_cfg,
             pytest.fail("the container never stopped, so the restart path was not exercised")
         result = shell.run('pwd; echo "$KEEP"; cat ../file.txt', timeout=30)
         assert result.stdout.splitlines() == [f"{sb.workspace}/data", "1", "kept"]
+
+
+@pytest.mark.docker
+def test_a_container_that_fails_to_start_is_removed_at_once(docker_cfg, task_workspace):
+    from dataclasses import replace
+
+    from stsc.errors import SandboxError
+    from stsc.sandbox import make_factory
+
+    # No host has this GPU: the engine creates the container, then refuses to start it.
+    factory = make_factory(replace(docker_cfg, gpus="no-such-gpu"))
+    with pytest.raises(SandboxError) as failure:
+        factory.start(task_workspace, "start-fails")
+    assert connect(docker_cfg).containers.list(all=True, filters={"label": f"{LABEL_RUN}=start-fails"}) == []
+    assert "sandbox.gpus" in str(failure.value)
+
+
+@pytest.mark.docker
+def test_an_image_removed_after_the_factory_check_is_never_pulled_from_a_registry(docker_cfg, task_workspace):
+    from dataclasses import replace
+
+    from stsc.errors import SandboxError
+    from stsc.sandbox import make_factory
+
+    client = connect(docker_cfg)
+    repo, tag = "stsc-test-removed", uuid.uuid4().hex[:8]
+    client.images.get(docker_cfg.image).tag(repo, tag)
+    try:
+        factory = make_factory(replace(docker_cfg, image=f"{repo}:{tag}"))
+    finally:
+        client.images.remove(f"{repo}:{tag}")  # e.g. a colleague's `docker image prune` mid-run
+    with pytest.raises(SandboxError, match="python -m stsc.sandbox.image"):
+        factory.start(task_workspace, "image-gone")
+    assert client.containers.list(all=True, filters={"label": f"{LABEL_RUN}=image-gone"}) == []
