@@ -88,15 +88,17 @@ def connect(cfg: SandboxConfig) -> docker.DockerClient:
 def sweep_containers(client: docker.DockerClient) -> int:
     """Remove stsc containers (and their host folders) whose owner process is gone; returns how many."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        labels = container.labels
+    # The plain listing, not `containers.list`: that inspects each container and raises when
+    # another run removes one of them meanwhile.
+    for container in client.api.containers(all=True, filters={"label": LABEL}):
+        labels = container.get("Labels") or {}
         try:
             owner = json.loads(labels.get(LABEL_OWNER, "{}"))
         except ValueError:
             owner = {}
         if owner_alive(owner):
             continue
-        _remove_quietly(client, container.id)
+        _remove_quietly(client, container["Id"])
         root = Path(labels.get(LABEL_ROOT, ""))
         if root.name.startswith(ROOT_PREFIX) and root.is_dir():
             remove_tree(root)

@@ -112,3 +112,22 @@ def test_an_image_removed_after_the_factory_check_is_never_pulled_from_a_registr
     with pytest.raises(SandboxError, match="python -m stsc.sandbox.image"):
         factory.start(task_workspace, "image-gone")
     assert client.containers.list(all=True, filters={"label": f"{LABEL_RUN}=image-gone"}) == []
+
+
+@pytest.mark.docker
+def test_the_sweep_tolerates_a_container_removed_while_it_runs(docker_cfg, task_workspace, monkeypatch):
+    from stsc.sandbox import make_factory
+    from stsc.sandbox.docker import sweep_containers
+
+    sb = make_factory(docker_cfg).start(task_workspace, "closed-meanwhile")
+    client = connect(docker_cfg)
+    listing = client.api.containers
+
+    def list_then_close(*args, **kwargs):
+        found = listing(*args, **kwargs)
+        sb.close()  # another run closes its sandbox right after the sweep listed it
+        return found
+
+    monkeypatch.setattr(client.api, "containers", list_then_close)
+    sweep_containers(client)  # a factory of a new run sweeps meanwhile
+    assert client.containers.list(all=True, filters={"label": f"{LABEL_RUN}=closed-meanwhile"}) == []
