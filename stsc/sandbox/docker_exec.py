@@ -1,9 +1,10 @@
 """``docker exec`` with a deadline and capped output, without threads: the attach stream is read
-from its socket with ``select`` and demultiplexed here (8-byte frame headers: stream, size)."""
+from its socket with ``poll`` and demultiplexed here (8-byte frame headers: stream, size)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import select
 import time
 from collections.abc import Callable
@@ -28,6 +29,10 @@ def read_frames(
     buf = bytearray()
     attempts = 0
     try:
+        # poll, not select: select cannot watch descriptors above 1023, which a process running
+        # hundreds of sandboxes reaches.
+        poller = select.poll()
+        poller.register(raw, select.POLLIN)
         while True:
             wait = deadline - time.monotonic()
             if wait <= 0:
@@ -38,8 +43,7 @@ def read_frames(
                 attempts += 1
                 deadline = time.monotonic() + KILL_GRACE_S
                 continue
-            ready, _, _ = select.select([raw], [], [], wait)
-            if not ready:
+            if not poller.poll(math.ceil(wait * 1000)):
                 continue
             chunk = raw.recv(65536)
             if not chunk:

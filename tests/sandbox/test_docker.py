@@ -131,3 +131,28 @@ def test_the_sweep_tolerates_a_container_removed_while_it_runs(docker_cfg, task_
     monkeypatch.setattr(client.api, "containers", list_then_close)
     sweep_containers(client)  # a factory of a new run sweeps meanwhile
     assert client.containers.list(all=True, filters={"label": f"{LABEL_RUN}=closed-meanwhile"}) == []
+
+
+@pytest.mark.docker
+def test_commands_run_in_a_process_holding_more_than_1024_open_files(docker_cfg, task_workspace):
+    import os
+    import resource
+
+    from stsc.sandbox import make_factory
+
+    # Hundreds of sandboxes in one rollout process, each with its sockets and files open.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-files hard limit ({hard}) is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        with make_factory(docker_cfg).start(task_workspace, "many-files") as sb:
+            while not held or held[-1] < 1100:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            assert sb.exec("echo hi", timeout=30).stdout == "hi\n"
+            assert sb.exec("sleep 30", timeout=1).timed_out
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
