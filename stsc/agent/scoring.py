@@ -26,6 +26,13 @@ from stsc.sandbox.base import SCORE_SPLIT_ENV, Sandbox
 log = logging.getLogger(__name__)
 
 _EXISTS_TIMEOUT_S = 30.0
+_OUTSIDE_WORKSPACE = 3
+# $1: the submission, $2: the workspace. Exit 3 (printing the target) when the path, links
+# resolved, leaves the workspace; else test -f.
+_SUBMISSION_CHECK = (
+    'target=$(realpath -m -- "$1") && workspace=$(realpath -m -- "$2") || exit 1\n'
+    'case "$target" in "$workspace"/*) test -f "$target" ;; *) printf %s "$target"; exit 3 ;; esac'
+)
 _SHOWN_OUTPUT_CHARS = 2000
 
 
@@ -78,9 +85,19 @@ def score_workspace(sandbox: Sandbox, task: TaskSpec, timeout: float, split: str
     """Score the workspace's submission file on the ``split`` rows (``validate`` or ``submit``).
     Raises ``SandboxError`` only on infrastructure failure; a missing submission or unusable
     output is an outcome."""
+    # A file inside the workspace, links resolved: a link leaving it could point at the private
+    # folder, which the evaluation mounts (and the agent's own sandbox does not).
     check = sandbox.exec(
-        ["test", "-f", task.submission_file], timeout=_EXISTS_TIMEOUT_S, cwd=sandbox.workspace
+        ["bash", "-c", _SUBMISSION_CHECK, "check", task.submission_file, sandbox.workspace],
+        timeout=_EXISTS_TIMEOUT_S,
+        cwd=sandbox.workspace,
     )
+    if check.exit_code == _OUTSIDE_WORKSPACE:
+        return ScoreOutcome(
+            ScoreStatus.SUBMISSION_NOT_FOUND,
+            detail=f"{task.submission_file} links to {check.stdout.strip()}, outside the workspace "
+            f"{sandbox.workspace}; the submission must be a file inside it.",
+        )
     if not check.ok:
         return ScoreOutcome(
             ScoreStatus.SUBMISSION_NOT_FOUND,

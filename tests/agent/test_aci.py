@@ -291,6 +291,24 @@ def test_an_evaluation_over_the_training_timeout_is_an_evaluation_format_error(t
     assert aci.scores == [] and aci.submission is None
 
 
+def test_a_submission_linking_outside_the_workspace_is_not_scored(make_aci) -> None:
+    # the evaluation mounts the private folder: a link leaving the workspace could reach the labels
+    aci = make_aci()
+    run(
+        aci,
+        "python baseline.py && mv submission.csv /tmp/elsewhere.csv && ln -s /tmp/elsewhere.csv submission.csv",
+    )
+    out = run(aci, "validate")
+    assert "submission.csv links to /tmp/elsewhere.csv, outside the workspace" in out
+    assert aci.scores == [] and aci.submission is None
+    run(
+        aci,
+        "rm submission.csv && mkdir -p out && cp /tmp/elsewhere.csv out/sub.csv && ln -s out/sub.csv submission.csv",
+    )
+    assert run(aci, "validate").startswith("Your code produced a valid submission")  # a link inside is fine
+    assert len(aci.scores) == 1
+
+
 def test_submit_ends_the_episode_with_the_mlgym_status(make_aci) -> None:
     missing = make_aci().execute("submit")
     assert missing.done and missing.exit_status == "submission_not_found (submit)"
