@@ -196,7 +196,7 @@ _PAPER_GRAPH = (
         "stsc.rollout:run_rollout",
         ("validate",),
         ("teacher", "agent", "rollout", "split", *SANDBOX_LIMITS),
-        3,
+        4,
         prompts=_agent_prompts,
     ),
     StageSpec(
@@ -212,7 +212,7 @@ _PAPER_GRAPH = (
         "stsc.evaluation.stage:run_evaluate",
         ("validate", "sft"),
         ("eval", "agent", "split", "student", "teacher", *SANDBOX_LIMITS),
-        8,
+        9,
         prompts=_agent_prompts,
     ),
     StageSpec("report", "stsc.report:run_report", ("validate", "rollout", "curate", "evaluate"), (), 4),
