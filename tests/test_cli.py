@@ -65,6 +65,17 @@ def test_a_two_job_sweep_nests_jobs_and_stages_under_one_sweep_run(tmp_path: Pat
     items_runs = [r for r in kinds["stage"] if r.data.tags["stage"] == "probe_items"]
     assert sorted(r.data.tags["cache_hit"] for r in items_runs) == ["false", "true"]  # shared upstream
     assert all(r.info.status == "FINISHED" for r in runs)
+    # the jobs are named after their swept values, and carry their stages' headline metrics
+    sweep, jobs = kinds["sweep"][0], sorted(kinds["job"], key=lambda r: r.info.run_name)
+    assert sweep.data.tags["stsc.swept_keys"] == "rollout.per_task"
+    assert [j.info.run_name for j in jobs] == [
+        "quickstart rollout.per_task=1",
+        "quickstart rollout.per_task=2",
+    ]
+    assert all(j.data.tags["overrides"].startswith("rollout.per_task=") for j in jobs)
+    assert all("stsc rollout.per_task=" in j.data.tags["mlflow.note.content"] for j in jobs)
+    assert sorted(j.data.metrics["probe_sum.total"] for j in jobs) == [5.0, 10.0]  # comparable per job
+    assert sorted(j.data.tags["cached_stages"] for j in jobs) == ["-", "probe_items"]
 
 
 def test_a_stage_run_records_params_metrics_tags_and_artifacts(tmp_path: Path) -> None:
@@ -289,9 +300,8 @@ def test_an_unexpected_error_is_printed_without_secrets(tmp_path: Path) -> None:
            "STSC_TEST_LOG_SECRET_FROM": "OPENAI_API_KEY", "HYDRA_FULL_ERROR": "1"}  # fmt: skip
     proc = subprocess.run(STSC + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     console = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "probe_fail: failing as asked (seed=13) holding" in console, console[
-        -3000:
-    ]
+    assert proc.returncode != 0, console[-3000:]
+    assert "probe_fail: failing as asked (seed=13) holding" in console
     assert "ValueError" in console and "http://u:***REDACTED***@host" in console  # the cause too
     assert FAKE_ENV_SECRET not in console
 
@@ -304,29 +314,3 @@ def test_a_plugin_module_that_does_not_exist_is_named_as_a_config_error(tmp_path
     assert proc.returncode == 2, console[-3000:]
     assert "plugins=[tests.no_such_plugin]: no module 'tests.no_such_plugin'" in console
     assert "Traceback" not in console
-
-
-def test_the_jobs_of_a_sweep_are_named_after_their_swept_values(tmp_path: Path) -> None:
-    _run(
-        [
-            "-m",
-            "rollout.per_task=1,2",
-            "stages=[probe_items,probe_sum]",
-            "plugins=[tests.plugin_stages]",
-            f"root={tmp_path}",
-            "topics.n=3",
-        ],
-        tmp_path,
-    )
-    _, runs = _all_runs(tmp_path)
-    (sweep,) = [r for r in runs if r.data.tags.get("stsc.kind") == "sweep"]
-    jobs = sorted((r for r in runs if r.data.tags.get("stsc.kind") == "job"), key=lambda r: r.info.run_name)
-    assert sweep.data.tags["stsc.swept_keys"] == "rollout.per_task"
-    assert [j.info.run_name for j in jobs] == [
-        "quickstart rollout.per_task=1",
-        "quickstart rollout.per_task=2",
-    ]
-    assert all(j.data.tags["overrides"].startswith("rollout.per_task=") for j in jobs)
-    assert all("stsc rollout.per_task=" in j.data.tags["mlflow.note.content"] for j in jobs)
-    assert sorted(j.data.metrics["probe_sum.total"] for j in jobs) == [5.0, 10.0]  # comparable per job
-    assert sorted(j.data.tags["cached_stages"] for j in jobs) == ["-", "probe_items"]
