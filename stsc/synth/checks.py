@@ -10,7 +10,9 @@ whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
 - ``gate_exploit_probes``: evaluate.py refuses to score without ``$STSC_PRIVATE_DIR`` and refuses a
   submission missing rows or repeating ids (even with the right row count); the baseline's
   submission with its rows reversed scores exactly the baseline's score (labels matched by id, not
-  position); the sample submission and a constant prediction do not beat the baseline;
+  position); the sample submission and a constant prediction do not beat the baseline, nor do all
+  three score the same when the constant prediction differs from the baseline's (a score blind to
+  the predictions);
 - ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
 - ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``;
 - ``gate_public_split`` (tasks with a public split): evaluate.py scores only the public test rows
@@ -457,7 +459,41 @@ def _exploit_probes(
             failure = _trivial_probe(task, sandbox, name, rel, baseline, timeout, seen)
             if failure is not None:
                 return failure
+        return _blind_evaluator(task, sandbox, baseline, files["constant"], seen)
     return None
+
+
+def _blind_evaluator(
+    task: Task, sandbox: Sandbox, baseline: float, constant: Path, seen: dict
+) -> Failure | None:
+    """An evaluator whose score does not depend on the predictions gives every valid submission the
+    same score: the baseline's, the sample's and the constant probe's all equal although the constant
+    probe predicts differently from the baseline."""
+    import pandas as pd
+
+    scores = [seen.get("sample_submission"), seen.get("constant")]
+    if not all(
+        isinstance(v, float) and math.isclose(v, baseline, rel_tol=1e-9, abs_tol=1e-12) for v in scores
+    ):
+        return None
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
+        try:
+            ours = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
+            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
+            id_column = str(probe.columns[0])
+            joined = ours.merge(probe, on=id_column, suffixes=("", "_probe"))
+            columns = [c for c in probe.columns[1:] if c in ours.columns]
+            differ = any((joined[c] != joined[f"{c}_probe"]).any() for c in columns)
+        except (ValueError, KeyError, UnicodeDecodeError):
+            return None  # the submissions cannot be compared: no evidence either way
+    if not differ:
+        return None
+    return Failure(
+        Step.EXPLOIT,
+        f"evaluate.py gives the baseline's submission, the sample submission and a constant prediction "
+        f"the same {task.meta.metric}={baseline}: its score does not depend on the predictions",
+    )
 
 
 def _reordered_probe(

@@ -404,6 +404,19 @@ def test_an_evaluator_pairing_predictions_with_labels_by_position_is_rejected(
     assert "rows in reverse order scored accuracy=" in row["message"] and "by the id column" in row["message"]
 
 
+def test_an_evaluator_whose_score_ignores_the_predictions_is_rejected(tmp_path, records, openai_server):
+    blind = EVALUATE.replace(
+        'print(json.dumps({"accuracy": float((merged["species"] == merged["species_pred"]).mean())}))',
+        'print(json.dumps({"accuracy": 0.5}))',
+    )
+    assert blind != EVALUATE
+    openai_server.push(task_answer(blind))
+    _, validate = _llm_run(tmp_path, records, openai_server, self_debug=False)
+    [row] = _rejected(validate.out_dir).values()
+    assert row["reason"] == "gate:exploit_probes"
+    assert "the same accuracy=0.5: its score does not depend on the predictions" in row["message"]
+
+
 def test_an_evaluator_checking_only_the_row_count_is_rejected_by_the_probes(tmp_path, records, openai_server):
     # the same number of rows, but some ids twice and others missing: a submission can keep its
     # confident rows and drop the rest
