@@ -236,22 +236,11 @@ def retry_after_s(exc: BaseException) -> float:
 def secret_values(cfg: LLMConfig, api_key: str | None) -> list[str]:
     """The secrets a provider's error message may echo: ``api_key`` and the values of
     secret-named options in ``cfg.extra`` (``api_key``, an ``Authorization`` header and its token)."""
-    from stsc.tracking import is_secret_key
+    from stsc.tracking import config_secret_values
 
     found = [api_key] if api_key else []
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, dict):
-            for key, value in obj.items():
-                if is_secret_key(str(key)) and isinstance(value, str):
-                    found.extend([value, *value.split()[-1:]])
-                else:
-                    walk(value)
-        elif isinstance(obj, list | tuple):
-            for value in obj:
-                walk(value)
-
-    walk(cfg.extra)
+    for value in config_secret_values(cfg.extra):
+        found.extend([value, *value.split()[-1:]])
     return found
 
 

@@ -220,6 +220,11 @@ def _draw_public_ids(folder: Path) -> Failure | None:
     return None
 
 
+def _same_score(a: float, b: float) -> bool:
+    """Equal up to floating-point noise: what two evaluations of equivalent submissions must give."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _csv_cell(value: str) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow([value])
@@ -380,7 +385,7 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
     ]
     for split, want, what, rows in expected:
         got = scores[split, "probe_split.csv"]
-        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
+        if not _same_score(got, want):
             return Failure(
                 Step.PUBLIC_SPLIT,
                 f"evaluate.py does not honour the public split: with {SCORE_SPLIT_ENV}={split}, a submission "
@@ -472,9 +477,7 @@ def _blind_evaluator(
     import pandas as pd
 
     scores = [seen.get("sample_submission"), seen.get("constant")]
-    if not all(
-        isinstance(v, float) and math.isclose(v, baseline, rel_tol=1e-9, abs_tol=1e-12) for v in scores
-    ):
+    if not all(isinstance(v, float) and _same_score(v, baseline) for v in scores):
         return None
     with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
         sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
@@ -519,7 +522,7 @@ def _reordered_probe(
     except EvaluationError:
         value = None
     seen["reordered"] = "rejected" if value is None else value
-    if value is None or not math.isclose(value, baseline, rel_tol=1e-9, abs_tol=1e-12):
+    if value is None or not _same_score(value, baseline):
         got = "was rejected" if value is None else f"scored {task.meta.metric}={value}"
         return _failure(
             Step.EXPLOIT,
