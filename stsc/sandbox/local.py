@@ -3,7 +3,7 @@
 Every command starts in a new session; a timeout kills the whole session (with bwrap, the whole
 PID namespace), and so does closing the sandbox while the command runs. Each process gets rlimits:
 address space (``memory_mb``), processes (``pids_limit`` above what the sandbox user runs when the
-command starts), open files (``nofile``) and, optionally, CPU time. The environment is rebuilt from
+command starts, see ``TaskCounter``; root is exempt from that limit), open files (``nofile``) and, optionally, CPU time. The environment is rebuilt from
 an allowlist. ``python`` resolves to ``cfg.python`` (default: the interpreter running stsc, so
 tasks see the same numpy/pandas/scikit-learn).
 
@@ -277,11 +277,66 @@ def count_tasks(uid: int) -> int:
     return total
 
 
+def last_pid() -> int | None:
+    """The process id most recently handed out in this PID namespace (None where unreadable)."""
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+class TaskCounter:
+    """An upper bound on ``count_tasks(uid)`` now, cheap enough to take for every command.
+
+    A count reads every entry of ``/proc``: a few hundred system calls, each letting another thread
+    take the interpreter; with dozens of episodes starting commands, one count per command was
+    most of the local backend's cost per step. So a count is reused, plus the number of process
+    ids handed out since it began: every process started since then, of any user, took one, so
+    the sum never falls short of what the user runs now (it may exceed it by the other users'
+    new processes and those that ended). A new count is taken when the last one is older than
+    ``max_age_s`` or more than ``max_slack`` ids were handed out since. (A process that changed
+    to ``uid`` since without starting a new one is missed: a command's own shell, in the moment
+    between its sandbox starting and the user switch.)"""
+
+    def __init__(self, uid: int, *, max_age_s: float = 0.1, max_slack: int = 64):
+        self.uid, self.max_age_s, self.max_slack = uid, max_age_s, max_slack
+        self._lock = threading.Lock()
+        self._count: tuple[int, int, float] | None = None  # (tasks, last pid before, monotonic time)
+
+    def __call__(self) -> int:
+        with self._lock:
+            pid = last_pid()
+            if pid is None:
+                return count_tasks(self.uid)
+            if self._count is not None:
+                tasks, before, taken = self._count
+                slack = pid - before  # negative once the ids wrapped around
+                if 0 <= slack <= self.max_slack and time.monotonic() - taken < self.max_age_s:
+                    return tasks + slack
+            self._count = (count_tasks(self.uid), pid, time.monotonic())
+            return self._count[0]
+
+
+_COUNTERS: dict[int, TaskCounter] = {}
+_COUNTERS_LOCK = threading.Lock()
+
+
+def task_counter(uid: int) -> TaskCounter:
+    """The process-wide counter for ``uid`` (every sandbox of that user shares it)."""
+    with _COUNTERS_LOCK:
+        counter = _COUNTERS.get(uid)
+        if counter is None:
+            counter = _COUNTERS[uid] = TaskCounter(uid)
+        return counter
+
+
 def rlimit_prologue(cfg: SandboxConfig, uid: int) -> str:
     """``ulimit`` lines for one sandbox, each clamped to this process's hard limit."""
     wanted = {
         "-n": (resource.RLIMIT_NOFILE, cfg.nofile, 1),
-        "-u": (resource.RLIMIT_NPROC, count_tasks(uid) + cfg.pids_limit, 1),
+        # root is exempt from RLIMIT_NPROC: counting its processes would buy nothing
+        "-u": (resource.RLIMIT_NPROC, cfg.pids_limit + (task_counter(uid)() if uid else 0), 1),
     }
     if not cfg.gpus:  # the CUDA driver reserves far more address space than any limit worth setting
         wanted["-v"] = (resource.RLIMIT_AS, cfg.memory_mb * 1024, 1024)

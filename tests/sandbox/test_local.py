@@ -160,3 +160,32 @@ def test_the_process_limit_leaves_room_beside_what_other_sandboxes_run_meanwhile
         busy.close()
         quiet.close()
     assert result.ok and result.stdout == "forked\n", result
+
+
+def test_the_process_count_is_reused_only_with_every_process_started_since_added(monkeypatch):
+    """A reused count plus the process ids handed out since is never below the exact count."""
+    import os
+
+    from stsc.sandbox import local
+
+    scans = []
+    exact = local.count_tasks
+    monkeypatch.setattr(local, "count_tasks", lambda uid: scans.append(uid) or exact(uid))
+    uid = os.getuid()
+    counter = local.TaskCounter(uid, max_age_s=60, max_slack=10_000)
+    assert counter() >= 1 and len(scans) == 1
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
+    try:
+        bound = counter()
+        assert len(scans) == 1, "a fresh count was taken although the last one could be reused"
+        assert bound >= exact(uid), (bound, exact(uid))
+        counter.max_slack = 5  # more than 5 ids since: count again
+        counter()
+        assert len(scans) == 2
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+    counter.max_age_s = 0.0  # too old: count again
+    counter()
+    assert len(scans) == 3
