@@ -612,6 +612,12 @@ def validate(cfg: RootConfig) -> RootConfig:
             raise ConfigError(f"{key}={value} must be at least 1")
     if cfg.rollout.step_turns < 0:
         raise ConfigError(f"rollout.step_turns={cfg.rollout.step_turns} must be 0 (two per CPU core) or more")
+    if cfg.curate.examples == "step" and not cfg.sft.assistant_only_loss and runs("sft"):
+        raise ConfigError(
+            "curate.examples=step makes one example per response with only that response trained, "
+            "but sft.assistant_only_loss=false trains every token (the whole history before it); "
+            "set sft.assistant_only_loss=true or curate.examples=trajectory"
+        )
     if cfg.sft.distributed != "none" and cfg.sft.launcher != "accelerate":
         raise ConfigError(
             f"sft.distributed={cfg.sft.distributed!r} needs sft.launcher=accelerate "

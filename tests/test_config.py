@@ -139,6 +139,16 @@ def test_llm_extra_may_not_set_what_the_client_owns() -> None:
     assert cfg.teacher.llm.extra["seed"] == 1  # other litellm options pass through
 
 
+def test_step_examples_need_assistant_only_loss() -> None:
+    # a step example trains its last response only; training every token would train the history
+    with pytest.raises(ConfigError, match=r"curate\.examples=step .* sft\.assistant_only_loss=false"):
+        to_root_config(_compose(["curate.examples=step", "sft.assistant_only_loss=false"]))
+    assert not to_root_config(_compose(["sft.assistant_only_loss=false"])).sft.assistant_only_loss
+    assert to_root_config(
+        _compose(["curate.examples=step", "stages=[curate]", "sft.assistant_only_loss=false"])
+    )
+
+
 def test_step_turns_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match=r"rollout\.step_turns=-1"):
         to_root_config(_compose(["rollout.step_turns=-1"]))
