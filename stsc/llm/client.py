@@ -209,6 +209,10 @@ class LLMClient:
         except LLMError as exc:
             exc.cost_usd = billed
             raise
+        except BaseException:  # cancelled, or an error that is not the provider's
+            if billed:  # no LLMError carries it to acomplete: count it here
+                self._usage.bump(cost_usd=billed)
+            raise
 
     def _fail_or_wait(self, failure: Failure, error: Exception, api_key: str | None, attempt: int) -> float:
         """Raise the error ``failure`` calls for, or log the retry that follows and return its delay."""

@@ -208,6 +208,21 @@ def test_a_success_without_choices_is_billed_and_retried(make_client, openai_ser
     assert failed.value.cost_usd == pytest.approx(2 * (5e-3 + 7 * 2e-3))
 
 
+def test_a_billed_attempt_stays_in_the_usage_when_the_call_is_cancelled(make_client, openai_server):
+    empty = {"id": "x", "object": "chat.completion", "created": 0, "model": "fake-model", "choices": [],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}  # fmt: skip
+    openai_server.push(Reply(body=empty), Reply(text="too late", delay_s=30))
+    client = make_client(backoff_s=0.0)
+
+    async def cancelled() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.acomplete(USER), 2.0)
+
+    asyncio.run(cancelled())
+    assert len(openai_server.chat_requests) == 2
+    assert client.usage.cost_usd == pytest.approx(5e-3 + 7 * 2e-3)
+
+
 def test_a_lone_surrogate_in_a_reply_is_replaced_so_the_conversation_goes_on(
     make_client, openai_server, tmp_path
 ):
