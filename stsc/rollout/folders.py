@@ -169,11 +169,15 @@ class RolloutFolders:
         self.bundles.mkdir(parents=True, exist_ok=True)
         path = self.bundles / f"{task_id}.tar.gz"
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-            with tarfile.open(fileobj=gz, mode="w") as tar:
+        with open(tmp, "wb") as raw:
+            with (
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+                tarfile.open(fileobj=gz, mode="w") as tar,
+            ):
                 for name in sorted(run_names):
                     _add_tree(tar, self.runs / name, name)
-            gz.flush()
+            raw.flush()
+            os.fsync(raw.fileno())  # on disk before the rename publishes it
         os.replace(tmp, path)
         return path
 
