@@ -2,9 +2,10 @@
 
 Every command starts in a new session; a timeout kills the whole session (with bwrap, the whole
 PID namespace), and so does closing the sandbox while the command runs. Each process gets rlimits:
-address space (``memory_mb``), processes (``pids_limit`` above what the sandbox user runs when the
-command starts, see ``TaskCounter``; root is exempt from that limit), open files (``nofile``) and, optionally, CPU time. The environment is rebuilt from
-an allowlist. ``python`` resolves to ``cfg.python`` (default: the interpreter running stsc, so
+address space (``memory_mb``), processes (``pids_limit`` above what the command's user runs when it
+starts; without root, bwrap gives each command a user namespace, whose processes Linux 5.14+ counts
+apart: there the limit is ``pids_limit`` itself), open files (``nofile``) and, optionally, CPU time. The environment is rebuilt
+from an allowlist. ``python`` resolves to ``cfg.python`` (default: the interpreter running stsc, so
 tasks see the same numpy/pandas/scikit-learn).
 
 With bubblewrap (``isolation: auto|bwrap``) each command also gets its own network namespace
@@ -22,6 +23,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import platform
+import re
 import resource
 import selectors
 import shutil
@@ -229,6 +232,8 @@ class LocalPlan:
     shim: bool  # its folder has no `python` of its own: link one from the sandbox's bin/
     ro_dirs: list[str] = field(default_factory=list)  # extra host folders mounted read-only
     devices: list[str] = field(default_factory=list)  # host GPU device nodes passed through
+    # whose processes the process limit must count (see ``rlimit_prologue``); None: nobody's
+    counted_uid: int | None = None
 
 
 def make_plan(cfg: SandboxConfig) -> LocalPlan:
@@ -254,7 +259,18 @@ def make_plan(cfg: SandboxConfig) -> LocalPlan:
     devices = sorted(glob.glob("/dev/nvidia*")) if cfg.gpus else []
     if cfg.gpus and not devices:
         log.warning("sandbox.gpus=%r but this machine has no NVIDIA device nodes (/dev/nvidia*)", cfg.gpus)
-    return LocalPlan(bwrap, privileged, uid, gid, python, shim, ro_dirs, devices)
+    # A command's processes count against RLIMIT_NPROC with every process of its user. Root is
+    # exempt from it; in a user namespace of its own (bwrap without root) a command's processes
+    # count apart from the host's on Linux 5.14 and later.
+    own_namespace = bwrap is not None and not privileged and per_namespace_nproc()
+    counted = None if uid == 0 or own_namespace else uid
+    return LocalPlan(bwrap, privileged, uid, gid, python, shim, ro_dirs, devices, counted)
+
+
+def per_namespace_nproc(release: str | None = None) -> bool:
+    """Whether this kernel counts RLIMIT_NPROC per user namespace (Linux 5.14 and later)."""
+    match = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return match is not None and (int(match[1]), int(match[2])) >= (5, 14)
 
 
 def count_tasks(uid: int) -> int:
@@ -331,12 +347,13 @@ def task_counter(uid: int) -> TaskCounter:
         return counter
 
 
-def rlimit_prologue(cfg: SandboxConfig, uid: int) -> str:
-    """``ulimit`` lines for one sandbox, each clamped to this process's hard limit."""
+def rlimit_prologue(cfg: SandboxConfig, counted_uid: int | None) -> str:
+    """``ulimit`` lines for one command, each clamped to this process's hard limit. The process
+    limit is ``pids_limit`` above what ``counted_uid`` runs now (see ``LocalPlan.counted_uid``)."""
+    others = 0 if counted_uid is None else task_counter(counted_uid)()
     wanted = {
         "-n": (resource.RLIMIT_NOFILE, cfg.nofile, 1),
-        # root is exempt from RLIMIT_NPROC: counting its processes would buy nothing
-        "-u": (resource.RLIMIT_NPROC, cfg.pids_limit + (task_counter(uid)() if uid else 0), 1),
+        "-u": (resource.RLIMIT_NPROC, cfg.pids_limit + others, 1),
     }
     if not cfg.gpus:  # the CUDA driver reserves far more address space than any limit worth setting
         wanted["-v"] = (resource.RLIMIT_AS, cfg.memory_mb * 1024, 1024)
@@ -436,7 +453,7 @@ class LocalSandbox(HostBoundSandbox):
     ) -> ExecResult:
         full_env = {**self._env, **env}
         # Counted per command: other sandboxes of the same user start and end processes meanwhile.
-        script = wrapper_script(mode, rlimit_prologue(self.cfg, self.plan.uid), env_names=full_env)
+        script = wrapper_script(mode, rlimit_prologue(self.cfg, self.plan.counted_uid), env_names=full_env)
         argv = [*self._prefixes[evaluation], "bash", "-c", script, "stsc", cwd, *args]
         popen_cwd = "/" if self.plan.bwrap else str(self.layout.root)
         limit = self.cfg.output_limit_bytes

@@ -189,3 +189,80 @@ def test_the_process_count_is_reused_only_with_every_process_started_since_added
     counter.max_age_s = 0.0  # too old: count again
     counter()
     assert len(scans) == 3
+
+
+_UNPRIVILEGED_PROBE = r"""
+import subprocess, sys, tempfile
+from pathlib import Path
+from stsc.config import SandboxConfig
+from stsc.sandbox.local import LocalSandboxFactory
+
+root = Path(tempfile.mkdtemp())
+(root / "ws").mkdir()
+forker = "import os, time\nn = 0\nwhile n < 40:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\nprint(n)"
+(root / "ws" / "forker.py").write_text(forker)
+host = [subprocess.Popen(["sleep", "60"]) for _ in range(40)]  # the same user's processes outside
+try:
+    cfg = SandboxConfig(backend="local", isolation="bwrap", workdir=str(root / "sb"), pids_limit=16,
+                        python=sys.argv[1])  # fmt: skip
+    sb = LocalSandboxFactory(cfg).start(root / "ws", "probe")
+    try:
+        print(sb.exec("ulimit -u", timeout=30).stdout.strip())
+        print(sb.exec("python forker.py", timeout=60).stdout.strip())
+    finally:
+        sb.close()
+finally:
+    for proc in host:
+        proc.kill()
+"""
+
+
+def test_without_root_each_command_gets_pids_limit_processes_of_its_own(tmp_path):
+    """bwrap without root puts each command in a user namespace, whose processes Linux counts
+    apart: the limit is pids_limit itself, whatever else the user runs on the host."""
+    import os
+    import shutil
+
+    from stsc.sandbox.local import per_namespace_nproc
+
+    if shutil.which("bwrap") is None or not per_namespace_nproc():
+        pytest.skip("needs bubblewrap and Linux 5.14+")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    # the commands need only the standard library: any interpreter that user may run will do
+    candidates = (sys.executable, shutil.which("python3"), "/usr/bin/python3")
+    python = next((p for p in candidates if p and os.path.exists(p) and _runs_as(prefix, p)), None)
+    if python is None:
+        pytest.skip("no Python interpreter an unprivileged user may run")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for check in (
+        ["bwrap", "--unshare-user", "--ro-bind", "/", "/", "true"],
+        [sys.executable, "-c", "import stsc"],
+    ):
+        usable = subprocess.run([*prefix, *check], env=env, capture_output=True, text=True)
+        if usable.returncode != 0:
+            pytest.skip(f"an unprivileged user cannot run {check[0]} here: {usable.stderr.strip()[-200:]}")
+    probe = subprocess.run([*prefix, sys.executable, "-c", _UNPRIVILEGED_PROBE, python], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    limit, forked = probe.stdout.split()
+    assert limit == "16"  # not 16 above the user's 40+ host processes
+    assert 5 <= int(forked) < 16  # room of its own, and a limit that holds
+
+
+def _runs_as(prefix: list[str], python: str) -> bool:
+    """Whether ``python`` passes the sandbox's own check (``os.access``) for the user ``prefix`` sets."""
+    check = f"import os, sys; sys.exit(not os.access({python!r}, os.X_OK))"
+    return subprocess.run([*prefix, python, "-c", check], capture_output=True).returncode == 0
+
+
+def test_the_kernel_release_says_whether_process_limits_count_per_user_namespace():
+    from stsc.sandbox.local import per_namespace_nproc
+
+    assert (
+        per_namespace_nproc("5.14.0-1-amd64") and per_namespace_nproc("6.1.0") and per_namespace_nproc("10.0")
+    )
+    assert (
+        not per_namespace_nproc("5.13.19")
+        and not per_namespace_nproc("4.19.0")
+        and not per_namespace_nproc("x")
+    )
