@@ -395,18 +395,31 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
     return None
 
 
+def submission_id_column(task: Task, columns: list[str]) -> str:
+    """Which of a submission's ``columns`` holds the ids: the task's id column (the first column of
+    ``private/answers.csv``, where the task contract declares it) when the submission has it, else
+    the submission's first column."""
+    try:
+        with (task.private / ANSWERS).open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        header = []
+    return header[0] if header and header[0] in columns else str(columns[0])
+
+
 def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
-    """Probe files built from the sample submission: ``constant`` (one value per prediction column:
-    the training mode/mean of the target, else the sample's first value), ``partial`` (the first
-    half of the rows) and ``duplicated`` (as many rows as the sample, but the first half of them
-    twice and the rest missing)."""
+    """Probe files built from the sample submission: ``constant`` (one value per prediction column,
+    every column but the id: the training mode/mean of the target, else the sample's first value),
+    ``partial`` (the first half of the rows) and ``duplicated`` (as many rows as the sample, but the
+    first half of them twice and the rest missing)."""
     import pandas as pd
 
     sample = pd.read_csv(task.path / task.config.sample_submission)
     train_path = task.workspace / "data" / "train.csv"
     train = pd.read_csv(train_path) if train_path.is_file() else None
     constant = sample.copy()
-    for column in sample.columns[1:]:
+    id_column = submission_id_column(task, [str(c) for c in sample.columns])
+    for column in (c for c in sample.columns if c != id_column):
         value = sample[column].iloc[0] if len(sample) else 0
         if column == task.meta.target and train is not None and column in train.columns:
             labels = train[column].dropna()
@@ -484,9 +497,9 @@ def _blind_evaluator(
         try:
             ours = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
             probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
-            id_column = str(probe.columns[0])
+            id_column = submission_id_column(task, list(probe.columns))
             joined = ours.merge(probe, on=id_column, suffixes=("", "_probe"))
-            columns = [c for c in probe.columns[1:] if c in ours.columns]
+            columns = [c for c in probe.columns if c != id_column and c in ours.columns]
             differ = any((joined[c] != joined[f"{c}_probe"]).any() for c in columns)
         except (ValueError, KeyError, UnicodeDecodeError):
             return None  # the submissions cannot be compared: no evidence either way

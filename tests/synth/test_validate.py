@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from stsc.hub.records import VerifiedDataset
+from stsc.sandbox import make_factory
 from stsc.store import iter_jsonl
+from stsc.synth.checks import CheckResult, check_task
 from stsc.synth.generate import run_generate
 from stsc.synth.leaks import find_label_leaks
 from stsc.synth.library import list_tasks
@@ -429,3 +431,39 @@ def test_an_evaluator_checking_only_the_row_count_is_rejected_by_the_probes(tmp_
     [row] = _rejected(validate.out_dir).values()
     assert row["reason"] == "gate:exploit_probes"
     assert "repeats" in row["message"] and "must exit non-zero" in row["message"]
+
+
+# -- probes on copies of template tasks -------------------------------------------------------------
+
+
+def _task_copy(template_library: Path, tmp_path: Path, task_id: str) -> Path:
+    folder = tmp_path / task_id
+    shutil.copytree(template_library / "library" / task_id, folder)
+    return folder
+
+
+def _check(folder: Path, tmp_path: Path) -> CheckResult:
+    cfg = root_config(tmp_path)
+    return check_task(folder, cfg.validate, make_factory(cfg.sandbox), "test")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not once in {path}"
+    path.write_text(text.replace(old, new))
+
+
+# the template evaluator with its score replaced by a constant
+BLIND_SCORE = ('print(json.dumps({SPEC["metric"]: score}))', 'print(json.dumps({SPEC["metric"]: 0.5}))')
+
+
+def test_the_probes_find_the_id_column_where_the_task_declares_it(template_library, tmp_path):
+    folder = _task_copy(template_library, tmp_path, "sklearn-iris-species-accuracy")
+    sample = folder / "workspace" / "sample_submission.csv"
+    pd.read_csv(sample)[["species", "id"]].to_csv(sample, index=False)  # answers.csv keeps the id first
+    _edit(folder / "workspace" / "baseline.py", "submission.to_csv(", 'submission[["species", "id"]].to_csv(')
+    assert _check(folder, tmp_path).failure is None
+    _edit(folder / "workspace" / "evaluate.py", *BLIND_SCORE)
+    failure = _check(folder, tmp_path).failure
+    assert failure is not None and failure.step == "gate:exploit_probes"
+    assert "does not depend on the predictions" in failure.message
