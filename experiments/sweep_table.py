@@ -1,14 +1,20 @@
-"""Turn the MLflow runs of a `stsc -m` sweep into a table and a plot of AUP against the swept key.
+"""Turn the MLflow runs of a `stsc -m` sweep into a table and a plot of AUP against the swept keys.
 
-    python experiments/sweep_table.py --key curate.task_fraction            # the latest sweep
+    python experiments/sweep_table.py                                       # the latest sweep
     python experiments/sweep_table.py --key curate.task_fraction --sweep-run <run id> --method sft
+    python experiments/sweep_table.py --key sft.learning_rate --key curate.task_fraction
 
-For every job of the sweep it reads the job's value of ``--key`` (a param), the number of SFT examples
-(the curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact (for a cached
+The table has one column per key: those given with ``--key`` (repeatable), then every other key the
+sweep varies (its run's ``stsc.swept_keys`` tag), so the jobs of a sweep over several keys are never
+mixed under one value. A job's value of a key is its param (``None`` for null) or, for a config group
+(``curate=no_truncation``), its override. For every job it reads the number of SFT examples (the
+curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact (for a cached
 evaluate stage, that of the run that computed it), the chosen method's Best and Last AUP with their
-bootstrap intervals. Writes ``sweep_table.csv`` and
-``sweep_aup.png`` into ``--output`` and prints the table; the last line is ``sweep_jobs: <n>``. Jobs
-without a finished evaluate stage (failed, killed or still running) are left out, each named on stderr.
+bootstrap intervals. Writes ``sweep_table.csv`` and ``sweep_aup.png`` (Best and Last AUP against the
+first key, one line per combination of the other keys) into ``--output`` and prints the table; the
+last line is ``sweep_jobs: <n>``. Jobs without a finished evaluate stage (failed, killed or still
+running) are left out, each named on stderr; jobs that share the values of every key are named there
+too (the sweep varies a key the table lacks: name it with ``--key``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ["job", "value", "sft_examples", "best_aup", "best_lo", "best_hi", "last_aup", "last_lo", "last_hi"]
+NUMBERS = ["sft_examples", "best_aup", "best_lo", "best_hi", "last_aup", "last_lo", "last_hi"]
+SWEPT_KEYS_TAG = "stsc.swept_keys"  # on the sweep run: the keys it varies, comma-separated (stsc.tracking)
 
 
 def _client(root: Path, uri: str | None):
@@ -40,6 +47,32 @@ def _runs(client, experiment: str, filter_string: str) -> list[Any]:
         max_results=5000,
         order_by=["attributes.start_time DESC"],
     )
+
+
+def sweep_keys(client, sweep_id: str, given: list[str] | None) -> list[str]:
+    """The table's keys: ``given`` (``--key``) first, then the other keys the sweep run names as
+    swept. Exits when there are none (a sweep run from before the tag: name them with ``--key``)."""
+    tag = client.get_run(sweep_id).data.tags.get(SWEPT_KEYS_TAG, "")
+    keys = list(dict.fromkeys([*(given or []), *(k for k in tag.split(",") if k)]))
+    if not keys:
+        sys.exit(f"sweep run {sweep_id} names no swept keys (tag {SWEPT_KEYS_TAG}); give them with --key")
+    return keys
+
+
+def _value(job, key: str) -> str:
+    """The job's value of ``key``: its param, else its override of it (a config group such as
+    ``curate=no_truncation`` is no param), else ``''``."""
+    if key in job.data.params:
+        return job.data.params[key]
+    for item in job.data.tags.get("overrides", "").split():
+        name, sep, value = item.partition("=")
+        if sep and name.lstrip("+~") == key:
+            return value
+    return ""
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _computing_run(client, experiment: str, stage_run) -> Any:
@@ -74,10 +107,16 @@ def _aup_row(client, experiment: str, stage_run, method: str) -> dict[str, Any]:
     sys.exit(f"method {method!r} not in the AUP table (has {[r.get('model') for r in rows]})")
 
 
-def collect(client, experiment: str, sweep_id: str, key: str, method: str) -> list[dict[str, Any]]:
+def collect(client, experiment: str, sweep_id: str, keys: list[str], method: str) -> list[dict[str, Any]]:
+    """One row per job with a finished evaluate stage: ``job``, one column per key, then ``NUMBERS``;
+    sorted by the keys in order. Exits when no job of the sweep has a value of some key."""
     jobs = _runs(client, experiment, f"tags.mlflow.parentRunId = '{sweep_id}'")
+    for key in keys:
+        if jobs and not any(_value(job, key) for job in jobs):
+            sys.exit(f"no job of sweep {sweep_id} has a param or an override {key!r}; check --key")
     out = []
     for job in jobs:
+        values = {k: _value(job, k) for k in keys}
         stages = {
             r.data.tags.get("stage"): r
             for r in _runs(client, experiment, f"tags.mlflow.parentRunId = '{job.info.run_id}'")
@@ -89,17 +128,14 @@ def collect(client, experiment: str, sweep_id: str, key: str, method: str) -> li
                 if evaluate is None
                 else f"its evaluate stage {evaluate.info.status}"
             )
-            print(
-                f"job {job.info.run_name} ({key}={job.data.params.get(key, '')}) left out: {why}",
-                file=sys.stderr,
-            )
+            print(f"job {job.info.run_name} ({_describe(values)}) left out: {why}", file=sys.stderr)
             continue
         aup = _aup_row(client, experiment, evaluate, method)
         curate = stages.get("curate")
         out.append(
             {
                 "job": job.info.run_name,
-                "value": job.data.params.get(key, ""),
+                **values,
                 "sft_examples": int(curate.data.metrics.get("items_out", 0)) if curate else "",
                 "best_aup": aup.get("best_aup"),
                 "best_lo": aup.get("best_aup_lo"),
@@ -109,7 +145,24 @@ def collect(client, experiment: str, sweep_id: str, key: str, method: str) -> li
                 "last_hi": aup.get("last_aup_hi"),
             }
         )
-    return sorted(out, key=lambda r: _order(r["value"]))
+    _name_shared_values(out, keys)
+    return sorted(out, key=lambda r: [_order(r[k]) for k in keys])
+
+
+def _name_shared_values(rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Name on stderr the jobs whose values of all ``keys`` are the same: the sweep varies a key
+    the table lacks, and their rows would otherwise read as repeats."""
+    first: dict[tuple[str, ...], str] = {}
+    for row in rows:
+        values = tuple(str(row[k]) for k in keys)
+        if values in first:
+            print(
+                f"jobs {first[values]} and {row['job']} share {_describe(dict(zip(keys, values, strict=True)))}: "
+                "the sweep varies a key the table lacks; name it with --key",
+                file=sys.stderr,
+            )
+        else:
+            first[values] = row["job"]
 
 
 def _num(value: Any) -> Any:
@@ -125,41 +178,70 @@ def _order(value: Any) -> tuple[int, Any]:
     return (0, number) if isinstance(number, float) else (1, str(value))
 
 
-def plot(rows: list[dict[str, Any]], key: str, method: str, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], keys: list[str], method: str, path: Path) -> None:
+    """Best and Last AUP (two panels) against ``keys[0]``, one line per combination of the other
+    keys' values, each point with its bootstrap interval where the row has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    xs = [_num(r["value"]) for r in rows]
-    if not all(isinstance(x, float) for x in xs):  # e.g. null among numbers: categories in table order
-        xs = [str(r["value"]) for r in rows]
-    for which, colour in (("best", "#4C72B0"), ("last", "#DD8452")):
-        ys = [float(r[f"{which}_aup"]) for r in rows]
-        ax.plot(xs, ys, marker="o", color=colour, label=f"{which} AUP")
-        # drawn from its bounds: a percentile interval need not contain the point estimate
-        bounds = [
-            (x, float(r[f"{which}_lo"]), float(r[f"{which}_hi"]))
-            for x, r in zip(xs, rows, strict=True)
-            if r[f"{which}_lo"] not in (None, "") and r[f"{which}_hi"] not in (None, "")
-        ]
-        if bounds:
-            bx, lo, hi = zip(*bounds, strict=True)
-            ax.vlines(bx, lo, hi, color=colour, alpha=0.6)
-            ax.scatter(bx * 2, lo + hi, marker="_", s=80, color=colour)
-    ax.set_xlabel(key)
-    ax.set_ylabel(f"AUP of '{method}'")
-    ax.set_title("AUP across the sweep (bootstrap intervals)")
-    ax.legend()
+    first, others = keys[0], keys[1:]
+    position, ticks = _axis([r[first] for r in rows])
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(str(r[k]) for k in others), []).append(r)
+    combos = sorted(groups, key=lambda c: [_order(v) for v in c])
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, which in zip(axes, ("best", "last"), strict=True):
+        for i, combo in enumerate(combos):
+            members = sorted(groups[combo], key=lambda r: _order(r[first]))
+            label = _describe(dict(zip(others, combo, strict=True)))
+            _line(ax, [position(r[first]) for r in members], members, which, f"C{i % 10}", label)
+        if ticks:
+            ax.set_xticks(range(len(ticks)), ticks)
+        ax.set_xlabel(first)
+        ax.set_title(f"{which.capitalize()} AUP")
+        if others:
+            ax.legend(fontsize="small")
+    axes[0].set_ylabel(f"AUP of '{method}'")
+    fig.suptitle("AUP across the sweep (bootstrap intervals)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def _axis(values: list[Any]) -> tuple[Any, list[str]]:
+    """Where a value of the plotted key goes: itself when every value is a number, else (e.g. null
+    among numbers) the index of its category in sorted order, with those categories as tick labels."""
+    if all(isinstance(_num(v), float) for v in values):
+        return _num, []
+    ticks = sorted({str(v) for v in values}, key=_order)
+    return (lambda v: ticks.index(str(v))), ticks
+
+
+def _line(ax, xs: list[Any], rows: list[dict[str, Any]], which: str, colour: str, label: str) -> None:
+    ax.plot(xs, [float(r[f"{which}_aup"]) for r in rows], marker="o", color=colour, label=label)
+    # drawn from its bounds: a percentile interval need not contain the point estimate
+    bounds = [
+        (x, float(r[f"{which}_lo"]), float(r[f"{which}_hi"]))
+        for x, r in zip(xs, rows, strict=True)
+        if r[f"{which}_lo"] not in (None, "") and r[f"{which}_hi"] not in (None, "")
+    ]
+    if bounds:
+        bx, lo, hi = zip(*bounds, strict=True)
+        ax.vlines(bx, lo, hi, color=colour, alpha=0.6)
+        ax.scatter(bx * 2, lo + hi, marker="_", s=80, color=colour)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--key", required=True, help="swept config key, e.g. curate.task_fraction")
+    ap.add_argument(
+        "--key",
+        action="append",
+        help="config key to table, repeatable; the first is the plot's x axis (default: the keys the "
+        "sweep varies; those not given are added after the given ones)",
+    )
     ap.add_argument("--method", default="sft", help="AUP pool member to plot (default: sft)")
     ap.add_argument("--sweep-run", help="MLflow run id of the sweep (default: the latest sweep)")
     ap.add_argument("--root", type=Path, default=Path("."), help="project root holding mlruns/")
@@ -174,19 +256,23 @@ def main(argv: list[str] | None = None) -> int:
         if not sweeps:
             sys.exit("no sweep run found; run a sweep with `stsc -m ...` first")
         sweep_id = sweeps[0].info.run_id
-    rows = collect(client, args.experiment, sweep_id, args.key, args.method)
+    keys = sweep_keys(client, sweep_id, args.key)
+    rows = collect(client, args.experiment, sweep_id, keys, args.method)
     if not rows:
         sys.exit(f"sweep {sweep_id} has no job with an evaluate stage")
+    columns = ["job", *keys, *NUMBERS]
     args.output.mkdir(parents=True, exist_ok=True)
     with open(args.output / "sweep_table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, args.key, args.method, args.output / "sweep_aup.png")
+    plot(rows, keys, args.method, args.output / "sweep_aup.png")
     print(f"sweep {sweep_id}, method {args.method}")
-    print("  ".join(f"{c:>12}" for c in COLUMNS[1:]))
+    shown = columns[1:]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in shown]
+    print("  ".join(f"{c:>{w}}" for c, w in zip(shown, widths, strict=True)))
     for r in rows:
-        print("  ".join(f"{str(r[c]):>12}" for c in COLUMNS[1:]))
+        print("  ".join(f"{str(r[c]):>{w}}" for c, w in zip(shown, widths, strict=True)))
     print(f"sweep_jobs: {len(rows)}")
     return 0
 

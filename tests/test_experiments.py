@@ -60,7 +60,7 @@ def test_a_task_scaling_sweep_reuses_upstream_stages_and_yields_its_table(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "sweep_jobs: 2"
     rows = list(csv.DictReader(open(out / "sweep_table.csv")))
-    assert [float(r["value"]) for r in rows] == [0.5, 1.0]
+    assert [float(r["curate.task_fraction"]) for r in rows] == [0.5, 1.0]
     assert int(rows[0]["sft_examples"]) <= int(rows[1]["sft_examples"])
     assert all(float(r["best_aup"]) > 0 for r in rows)
     assert (out / "sweep_aup.png").stat().st_size > 5000
@@ -87,11 +87,15 @@ def _sweep_table_module():
     return module
 
 
+TF, LR = "curate.task_fraction", "sft.learning_rate"
+
+
 def _job(
-    root: Path, value: object, sweep_id: str | None, evaluate: dict, key: str = "curate.task_fraction"
+    root: Path, values: dict[str, object], sweep_id: str | None, evaluate: dict, groups: tuple[str, ...] = ()
 ) -> str:
     """One `stsc` job's MLflow runs, written by stsc's own trackers: its curate stage and its evaluate
-    stage, ``evaluate`` = {"key", "how": computed | cached | FAILED | KILLED | absent, "sft": (best, last)}."""
+    stage, ``evaluate`` = {"key", "how": computed | cached | FAILED | KILLED | absent, "sft": (best, last)}.
+    ``values`` are its swept config values, set by overrides; those of config ``groups`` are no params."""
     from types import SimpleNamespace
 
     from stsc.config import TrackingConfig
@@ -99,9 +103,14 @@ def _job(
     from stsc.tracking import JobTracker
 
     job = JobTracker(TrackingConfig(), root)
-    group, field = key.split(".")
-    job_id = job.start(f"job {value}", {group: {field: value}}, parent_run_id=sweep_id)
-    job.start_stage("curate", f"c-{value}", {}).finish(StageReport("curate", items_out=4))
+    config: dict[str, dict[str, object]] = {}
+    for key, value in values.items():
+        if key not in groups:
+            group, field = key.split(".")
+            config.setdefault(group, {})[field] = value
+    overrides = [f"{k}={'null' if v is None else v}" for k, v in values.items()]
+    job_id = job.start("job", config, parent_run_id=sweep_id, overrides=overrides)
+    job.start_stage("curate", f"c-{evaluate['key']}", {}).finish(StageReport("curate", items_out=4))
     how = evaluate["how"]
     if how == "cached":
         job.record_stage("evaluate", evaluate["key"], root, StageReport("evaluate"), True, {})
@@ -122,22 +131,25 @@ def _job(
     return job_id
 
 
-def _sweep_run(root: Path) -> str:
+def _sweep_run(root: Path, swept: list[str] | None = None) -> str:
+    """A sweep run as ``stsc -m`` creates it, tagged with its ``swept`` keys (None: untagged, as
+    sweeps run before the tag existed)."""
     from stsc.config import TrackingConfig
-    from stsc.tracking import make_client
+    from stsc.tracking import SWEPT_KEYS_TAG, make_client
 
     client, experiment_id = make_client(TrackingConfig(), root)
-    return client.create_run(experiment_id, run_name="sweep", tags={"stsc.kind": "sweep"}).info.run_id
+    tags = {"stsc.kind": "sweep"} | ({SWEPT_KEYS_TAG: ",".join(swept)} if swept is not None else {})
+    return client.create_run(experiment_id, run_name="sweep", tags=tags).info.run_id
 
 
 def test_the_sweep_table_reads_a_cached_evaluate_stage_from_the_run_that_computed_it(tmp_path: Path) -> None:
     table = _sweep_table_module()
-    _job(tmp_path, 1.0, None, {"key": "k-full", "how": "computed", "sft": (0.9, 0.8)})  # an earlier run
-    sweep = _sweep_run(tmp_path)
-    _job(tmp_path, 0.5, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
-    _job(tmp_path, 1.0, sweep, {"key": "k-full", "how": "cached"})
-    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, "curate.task_fraction", "sft")
-    assert [(r["value"], r["best_aup"], r["best_hi"], r["last_aup"]) for r in rows] == [
+    _job(tmp_path, {TF: 1.0}, None, {"key": "k-full", "how": "computed", "sft": (0.9, 0.8)})  # an earlier run
+    sweep = _sweep_run(tmp_path, [TF])
+    _job(tmp_path, {TF: 0.5}, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
+    _job(tmp_path, {TF: 1.0}, sweep, {"key": "k-full", "how": "cached"})
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, [TF], "sft")
+    assert [(r[TF], r["best_aup"], r["best_hi"], r["last_aup"]) for r in rows] == [
         ("0.5", "0.700", "0.800", "0.600"),
         ("1.0", "0.900", "1.000", "0.800"),
     ]
@@ -145,13 +157,13 @@ def test_the_sweep_table_reads_a_cached_evaluate_stage_from_the_run_that_compute
 
 def test_the_sweep_table_leaves_out_jobs_whose_evaluate_stage_did_not_finish(tmp_path: Path, capsys) -> None:
     table = _sweep_table_module()
-    sweep = _sweep_run(tmp_path)
-    _job(tmp_path, 0.25, sweep, {"key": "k-q", "how": "FAILED", "sft": (0.0, 0.0)})
-    _job(tmp_path, 0.5, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
-    _job(tmp_path, 0.75, sweep, {"key": "k-3q", "how": "KILLED", "sft": (0.2, 0.1)})  # partial runs
-    _job(tmp_path, 1.0, sweep, {"key": "k-full", "how": "absent"})  # failed upstream
-    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, "curate.task_fraction", "sft")
-    assert [(r["value"], r["best_aup"], r["last_aup"]) for r in rows] == [("0.5", "0.700", "0.600")]
+    sweep = _sweep_run(tmp_path, [TF])
+    _job(tmp_path, {TF: 0.25}, sweep, {"key": "k-q", "how": "FAILED", "sft": (0.0, 0.0)})
+    _job(tmp_path, {TF: 0.5}, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
+    _job(tmp_path, {TF: 0.75}, sweep, {"key": "k-3q", "how": "KILLED", "sft": (0.2, 0.1)})  # partial runs
+    _job(tmp_path, {TF: 1.0}, sweep, {"key": "k-full", "how": "absent"})  # failed upstream
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, [TF], "sft")
+    assert [(r[TF], r["best_aup"], r["last_aup"]) for r in rows] == [("0.5", "0.700", "0.600")]
     err = capsys.readouterr().err
     assert "(curate.task_fraction=0.25) left out: its evaluate stage FAILED" in err
     assert "(curate.task_fraction=0.75) left out: its evaluate stage KILLED" in err
@@ -160,17 +172,17 @@ def test_the_sweep_table_leaves_out_jobs_whose_evaluate_stage_did_not_finish(tmp
 
 def test_the_sweep_table_orders_a_nullable_key_numbers_first_and_plots_it(tmp_path: Path) -> None:
     table = _sweep_table_module()
-    sweep = _sweep_run(tmp_path)
+    tokens = "curate.max_total_tokens"
+    sweep = _sweep_run(tmp_path, [tokens])
     for value, key, best in ((None, "k-none", 0.9), (16000, "k-16k", 0.8), (4000, "k-4k", 0.7)):
-        evaluate = {"key": key, "how": "computed", "sft": (best, best)}
-        _job(tmp_path, value, sweep, evaluate, key="curate.max_total_tokens")
-    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, "curate.max_total_tokens", "sft")
-    assert [(r["value"], r["best_aup"]) for r in rows] == [
+        _job(tmp_path, {tokens: value}, sweep, {"key": key, "how": "computed", "sft": (best, best)})
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, [tokens], "sft")
+    assert [(r[tokens], r["best_aup"]) for r in rows] == [
         ("4000", "0.700"),
         ("16000", "0.800"),
         ("None", "0.900"),
     ]
-    table.plot(rows, "curate.max_total_tokens", "sft", tmp_path / "sweep_aup.png")
+    table.plot(rows, [tokens], "sft", tmp_path / "sweep_aup.png")
     assert (tmp_path / "sweep_aup.png").stat().st_size > 5000
 
 
@@ -179,10 +191,80 @@ def test_the_sweep_plot_draws_an_interval_that_lies_above_its_point_estimate(tmp
     # pool (claude-35-sonnet-new, deepseek-r1) Best AUP 1.207 with the interval [1.208, 1.303]
     table = _sweep_table_module()
     rows = [
-        {"value": "0.5", "best_aup": "1.207", "best_lo": "1.208", "best_hi": "1.303",
+        {TF: "0.5", "best_aup": "1.207", "best_lo": "1.208", "best_hi": "1.303",
          "last_aup": "1.250", "last_lo": "1.200", "last_hi": "1.300"},
-        {"value": "1.0", "best_aup": "1.300", "best_lo": "1.250", "best_hi": "1.350",
+        {TF: "1.0", "best_aup": "1.300", "best_lo": "1.250", "best_hi": "1.350",
          "last_aup": "1.310", "last_lo": "", "last_hi": ""},
     ]  # fmt: skip
-    table.plot(rows, "curate.task_fraction", "baseline", tmp_path / "sweep_aup.png")
+    table.plot(rows, [TF], "baseline", tmp_path / "sweep_aup.png")
     assert (tmp_path / "sweep_aup.png").stat().st_size > 5000
+
+
+def test_the_sweep_table_gives_every_swept_key_a_column_and_the_plot_a_line_per_other_value(
+    tmp_path: Path, capsys
+) -> None:
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path, [TF, LR])  # stsc -m curate.task_fraction=0.5,1.0 sft.learning_rate=1e-4,2e-4
+    for i, (fraction, rate) in enumerate([(0.5, 1e-4), (0.5, 2e-4), (1.0, 1e-4), (1.0, 2e-4)]):
+        best = 0.5 + 0.1 * i
+        _job(
+            tmp_path,
+            {TF: fraction, LR: rate},
+            sweep,
+            {"key": f"k{i}", "how": "computed", "sft": (best, best)},
+        )
+    out = tmp_path / "table"
+    assert table.main(["--root", str(tmp_path), "--key", TF, "--output", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "sweep_table.csv")))
+    assert [(r[TF], r[LR], r["best_aup"]) for r in rows] == [
+        ("0.5", "0.0001", "0.500"),
+        ("0.5", "0.0002", "0.600"),
+        ("1.0", "0.0001", "0.700"),
+        ("1.0", "0.0002", "0.800"),
+    ]
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[1].split()[:3] == [TF, LR, "sft_examples"]
+    assert "share" not in printed.err
+    assert (out / "sweep_aup.png").stat().st_size > 5000
+    client = table._client(tmp_path, None)
+    assert table.sweep_keys(client, sweep, None) == [TF, LR]
+    assert table.sweep_keys(client, sweep, [LR]) == [LR, TF]  # the plot's x axis first
+
+
+def test_the_sweep_table_reads_a_swept_config_group_from_the_jobs_overrides(tmp_path: Path) -> None:
+    table = _sweep_table_module()
+    sweep = _sweep_run(
+        tmp_path, ["curate", TF]
+    )  # stsc -m curate=default,no_truncation curate.task_fraction=...
+    for i, (arm, fraction) in enumerate([("default", 0.5), ("no_truncation", 0.5), ("default", 1.0)]):
+        evaluate = {"key": f"k{i}", "how": "computed", "sft": (0.5 + 0.1 * i, 0.5)}
+        _job(tmp_path, {"curate": arm, TF: fraction}, sweep, evaluate, groups=("curate",))
+    keys = table.sweep_keys(table._client(tmp_path, None), sweep, [TF])
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, keys, "sft")
+    assert [(r[TF], r["curate"], r["best_aup"]) for r in rows] == [
+        ("0.5", "default", "0.500"),
+        ("0.5", "no_truncation", "0.600"),
+        ("1.0", "default", "0.700"),
+    ]
+    table.plot(rows, keys, "sft", tmp_path / "sweep_aup.png")  # one line has a single point
+    assert (tmp_path / "sweep_aup.png").stat().st_size > 5000
+
+
+def test_the_sweep_table_names_jobs_that_differ_only_in_a_key_it_was_not_given(
+    tmp_path: Path, capsys
+) -> None:
+    # a sweep run from before the swept keys were tagged: only --key names them
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path, None)
+    for i, rate in enumerate((1e-4, 2e-4)):
+        _job(tmp_path, {TF: 0.5, LR: rate}, sweep, {"key": f"k{i}", "how": "computed", "sft": (0.5, 0.5)})
+    client = table._client(tmp_path, None)
+    assert table.sweep_keys(client, sweep, [TF]) == [TF]
+    assert len(table.collect(client, "stsc", sweep, [TF], "sft")) == 2
+    assert "share curate.task_fraction=0.5: the sweep varies a key the table lacks" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="names no swept keys"):
+        table.sweep_keys(client, sweep, None)
+    with pytest.raises(
+        SystemExit, match="no job of sweep .* has a param or an override 'curate.task_fractio'"
+    ):
+        table.collect(client, "stsc", sweep, ["curate.task_fractio"], "sft")
