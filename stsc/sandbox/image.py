@@ -152,20 +152,28 @@ def build_rootfs(tar_path: Path, mirror: str) -> None:
         partial.replace(tar_path)
 
 
-def ensure_base(client: Any, tar_path: Path, mirror: str) -> str:
-    """The id of the base image, importing it (and making its tarball) when missing."""
+def ensure_base(client: Any, tar_path: Path, mirror: str, tag: str = BASE_TAG) -> str:
+    """The id of the base image ``tag``, importing it (and making its tarball) when missing. Raises
+    ``SandboxError`` when the engine cannot import the tarball (damaged, or not a tar archive)."""
     import docker
 
     try:
-        return client.images.get(BASE_TAG).id
+        return client.images.get(tag).id
     except docker.errors.ImageNotFound:
         pass
     if not tar_path.exists():
         build_rootfs(tar_path, mirror)
-    repo, tag = BASE_TAG.split(":")
-    log.info("importing %s as %s", tar_path, BASE_TAG)
-    client.api.import_image_from_file(str(tar_path), repository=repo, tag=tag)
-    return client.images.get(BASE_TAG).id
+    repo, name = tag.rsplit(":", 1)
+    log.info("importing %s as %s", tar_path, tag)
+    try:
+        client.api.import_image_from_file(str(tar_path), repository=repo, tag=name)
+        return client.images.get(tag).id
+    except docker.errors.APIError as e:
+        raise SandboxError(
+            f"docker import of {tar_path} as {tag} failed: {e.explanation or e}. If it is the cached "
+            "debootstrap tarball, delete it and run this command again as root to make a new one; "
+            "otherwise pass --rootfs-tar a tarball of a root file system"
+        ) from e
 
 
 def build_image(

@@ -3,12 +3,21 @@ that building is idempotent."""
 
 from __future__ import annotations
 
+import uuid
 from importlib import metadata
 
 import pytest
 
 from stsc.errors import SandboxError
-from stsc.sandbox.image import DEFAULT_PACKAGES, DOCKERFILE, content_hash, runtime_closure, write_context
+from stsc.sandbox.image import (
+    DEFAULT_MIRROR,
+    DEFAULT_PACKAGES,
+    DOCKERFILE,
+    content_hash,
+    ensure_base,
+    runtime_closure,
+    write_context,
+)
 
 
 def test_the_runtime_closure_holds_the_packages_and_their_requirements():
@@ -43,6 +52,22 @@ def test_the_content_hash_changes_with_versions_base_and_user():
     assert first != content_hash(dists, "base-b", 1000, 1000)
     assert first != content_hash(dists, "base-a", 1001, 1000)
     assert first != content_hash(runtime_closure(["pyflakes"]), "base-a", 1000, 1000)
+
+
+@pytest.mark.docker
+def test_a_damaged_base_tarball_is_an_error_naming_it_and_what_to_do(tmp_path):
+    from tests.sandbox.conftest import require_docker
+
+    require_docker()
+    from stsc.config import SandboxConfig
+    from stsc.sandbox.docker import connect
+
+    tar = tmp_path / "rootfs-bookworm.tar"
+    tar.write_bytes(b"not a tar archive\n" * 64)  # e.g. a download cut short
+    tag = f"stsc-test-base:{uuid.uuid4().hex[:8]}"  # missing, so ensure_base imports the tarball
+    with pytest.raises(SandboxError, match="--rootfs-tar") as failure:
+        ensure_base(connect(SandboxConfig(backend="docker")), tar, DEFAULT_MIRROR, tag=tag)
+    assert str(tar) in str(failure.value) and "delete it" in str(failure.value)
 
 
 @pytest.mark.slow
