@@ -17,6 +17,10 @@ from stsc.sandbox.common import CappedBuffer
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 3.0  # after each timeout action: time for the output stream to close
+# How long the engine may take to record the exit code of a command whose output stream closed
+# (seconds): it records the exit apart from closing the stream, late when it is busy.
+EXIT_CODE_WAIT_S = 10.0
+TIMED_OUT_EXIT_CODE_WAIT_S = 0.5  # a timed-out command may still be dying; it reports 137 then
 
 
 def read_frames(
@@ -65,7 +69,7 @@ def exec_capped(
     on_timeout: Callable[[int], None],
 ) -> ExecResult:  # fmt: skip
     """``docker exec`` with capped output and a deadline. Raises ``SandboxError`` if the engine
-    refuses (container gone, engine down)."""
+    refuses (container gone, engine down) or records no exit code for a command that finished."""
     import docker
 
     start = time.monotonic()
@@ -75,9 +79,14 @@ def exec_capped(
         exec_id = created["Id"]
         sock = api.exec_start(exec_id, socket=True)
         timed_out = read_frames(sock, out, err, start + timeout, on_timeout)
-        code = _exit_code(api, exec_id)
+        code = exit_code(api, exec_id, TIMED_OUT_EXIT_CODE_WAIT_S if timed_out else EXIT_CODE_WAIT_S)
     except docker.errors.APIError as e:
         raise SandboxError(f"the Docker engine failed to run a command in {container_id[:12]}: {e}") from e
+    if code is None and not timed_out:
+        raise SandboxError(
+            f"the Docker engine recorded no exit code for a finished command in {container_id[:12]} "
+            f"within {EXIT_CODE_WAIT_S:.0f} s; the engine is overloaded or failing: see its log"
+        )
     return ExecResult(
         exit_code=137 if code is None else code,
         stdout=out.text(),
@@ -88,11 +97,18 @@ def exec_capped(
     )
 
 
-def _exit_code(api: Any, exec_id: str) -> int | None:
-    # The stream can close a moment before the engine records the exit code.
-    for _ in range(50):
+def exit_code(api: Any, exec_id: str, wait_s: float) -> int | None:
+    """The exit code the engine recorded for an exec whose output stream closed, asking again with
+    growing pauses for up to ``wait_s`` seconds: the stream can close well before the engine
+    records the exit (it reports the exec running, or stopped without a code, meanwhile). None if
+    no code appeared in time."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.005
+    while True:
         info = api.exec_inspect(exec_id)
-        if not info.get("Running"):
-            return info.get("ExitCode")
-        time.sleep(0.01)
-    return None
+        if not info.get("Running") and info.get("ExitCode") is not None:
+            return info["ExitCode"]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)

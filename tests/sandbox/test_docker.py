@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from stsc.sandbox.docker import LABEL_RUN, connect, gpu_requests
+from stsc.sandbox.docker_exec import EXIT_CODE_WAIT_S, exit_code
 from tests.sandbox.conftest import base_config, require_docker
 
 
@@ -60,6 +61,28 @@ def test_gpu_requests_follow_the_config():
     assert everything["Count"] == -1 and everything["Capabilities"] == [["gpu"]]
     (some,) = gpu_requests("0, 1")
     assert some["DeviceIDs"] == ["0", "1"] and some["Capabilities"] == [["gpu"]]
+
+
+class EngineRecordingLate:
+    """``exec_inspect`` of a busy engine: for ``late_s`` seconds after the output stream closed it
+    reports ``pending`` (the exec still running, or stopped without an exit code), then exit code 3."""
+
+    def __init__(self, pending: dict, late_s: float):
+        self.pending = pending
+        self.recorded_at = time.monotonic() + late_s
+
+    def exec_inspect(self, exec_id: str) -> dict:
+        if time.monotonic() < self.recorded_at:
+            return self.pending
+        return {"Running": False, "ExitCode": 3}
+
+
+@pytest.mark.parametrize(
+    "pending", [{"Running": True, "ExitCode": None}, {"Running": False, "ExitCode": None}]
+)
+def test_an_exit_code_the_engine_records_late_is_reported_not_replaced_by_137(pending):
+    assert exit_code(EngineRecordingLate(pending, late_s=1.0), "exec-id", EXIT_CODE_WAIT_S) == 3
+    assert exit_code(EngineRecordingLate(pending, late_s=60.0), "exec-id", 0.2) is None
 
 
 @pytest.mark.docker
