@@ -7,14 +7,21 @@
 The table has one column per key: those given with ``--key`` (repeatable), then every other key the
 sweep varies (its run's ``stsc.swept_keys`` tag), so the jobs of a sweep over several keys are never
 mixed under one value. A job's value of a key is its param (``None`` for null) or, for a config group
-(``curate=no_truncation``), its override. For every job it reads the number of SFT examples (the
-curate stage's ``items_out``) and, from the evaluate stage's ``aup.csv`` artifact (for a cached
-evaluate stage, that of the run that computed it), the chosen method's Best and Last AUP with their
-bootstrap intervals. Writes ``sweep_table.csv`` and ``sweep_aup.png`` (Best and Last AUP against the
-first key, one line per combination of the other keys) into ``--output`` and prints the table; the
-last line is ``sweep_jobs: <n>``. Jobs without a finished evaluate stage (failed, killed or still
-running) are left out, each named on stderr; jobs that share the values of every key are named there
-too (the sweep varies a key the table lacks: name it with ``--key``).
+(``curate=no_truncation``), its override.
+
+A job run carries each stage's final metrics as ``<stage>.<metric>``; the table takes from them the
+number of SFT examples (``curate.items_out``) and the chosen method's Best and Last AUP
+(``evaluate.aup_best.<method>``, ``evaluate.aup_last.<method>``), and the bounds of their bootstrap
+intervals from ``evaluate.aup_best_lo.<method>`` (``_hi``, and the same for ``last``) where the job
+has them, else from the evaluate stage's ``aup.csv`` artifact (for a cached evaluate stage, that of
+the run that computed it; without that run in the experiment the intervals stay empty). Jobs logged
+before job runs carried these metrics are read from their stage runs.
+
+Writes ``sweep_table.csv`` and ``sweep_aup.png`` (Best and Last AUP against the first key, one line
+per combination of the other keys) into ``--output`` and prints the table; the last line is
+``sweep_jobs: <n>``. Jobs without a finished evaluate stage (failed, killed or still running) are
+left out, each named on stderr; jobs that share the values of every key are named there too (the
+sweep varies a key the table lacks: name it with ``--key``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ from typing import Any
 
 NUMBERS = ["sft_examples", "best_aup", "best_lo", "best_hi", "last_aup", "last_lo", "last_hi"]
 SWEPT_KEYS_TAG = "stsc.swept_keys"  # on the sweep run: the keys it varies, comma-separated (stsc.tracking)
+# A job run carries each stage's final metrics as ``<stage>.<metric>`` and lists those stages in a tag
+# (stsc.tracking.JobTracker.roll_up); jobs logged before that carry neither.
+STAGES_TAG = "stages"
+EXAMPLES_METRIC = "curate.items_out"
+AUP_METRIC = "evaluate.aup_{which}.{method}"  # which: best | last
+BOUND_METRIC = "evaluate.aup_{which}_{bound}.{method}"  # bound: lo | hi; else read from aup.csv
 
 
 def _client(root: Path, uri: str | None):
@@ -75,38 +88,6 @@ def _describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def _computing_run(client, experiment: str, stage_run) -> Any:
-    """The run that holds a stage's files: the stage run itself, or for a cache hit (whose run logs
-    only the stored metrics) the finished run that computed the same content key."""
-    tags = stage_run.data.tags
-    if tags.get("cache_hit") != "true":
-        return stage_run
-    found = _runs(
-        client,
-        experiment,
-        f"tags.stage = '{tags['stage']}' AND tags.content_key = '{tags['content_key']}' "
-        "AND tags.cache_hit = 'false' AND attributes.status = 'FINISHED'",
-    )
-    if not found:
-        sys.exit(
-            f"the cached {tags['stage']} stage (key {tags['content_key']}) of run {stage_run.info.run_id} "
-            f"has no finished run that computed it in experiment {experiment!r}"
-        )
-    return found[0]
-
-
-def _aup_row(client, experiment: str, stage_run, method: str) -> dict[str, Any]:
-    """The method's row of the ``aup.csv`` artifact of the evaluate stage's run."""
-    run_id = _computing_run(client, experiment, stage_run).info.run_id
-    local = Path(client.download_artifacts(run_id, "aup.csv"))
-    with open(local, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        if row.get("model") == method:
-            return row
-    sys.exit(f"method {method!r} not in the AUP table (has {[r.get('model') for r in rows]})")
-
-
 def collect(client, experiment: str, sweep_id: str, keys: list[str], method: str) -> list[dict[str, Any]]:
     """One row per job with a finished evaluate stage: ``job``, one column per key, then ``NUMBERS``;
     sorted by the keys in order. Exits when no job of the sweep has a value of some key."""
@@ -117,36 +98,117 @@ def collect(client, experiment: str, sweep_id: str, keys: list[str], method: str
     out = []
     for job in jobs:
         values = {k: _value(job, k) for k in keys}
-        stages = {
-            r.data.tags.get("stage"): r
-            for r in _runs(client, experiment, f"tags.mlflow.parentRunId = '{job.info.run_id}'")
-        }
-        evaluate = stages.get("evaluate")
-        if evaluate is None or evaluate.info.status != "FINISHED":
-            why = (
-                "it has no evaluate stage"
-                if evaluate is None
-                else f"its evaluate stage {evaluate.info.status}"
-            )
+        # a finished job listing its stages carries their metrics: its stage runs need not be read
+        listed = job.info.status == "FINISHED" and STAGES_TAG in job.data.tags
+        stages = None if listed else _stage_runs(client, experiment, job.info.run_id)
+        why = _why_left_out(job, stages)
+        if why:
             print(f"job {job.info.run_name} ({_describe(values)}) left out: {why}", file=sys.stderr)
             continue
-        aup = _aup_row(client, experiment, evaluate, method)
-        curate = stages.get("curate")
-        out.append(
-            {
-                "job": job.info.run_name,
-                **values,
-                "sft_examples": int(curate.data.metrics.get("items_out", 0)) if curate else "",
-                "best_aup": aup.get("best_aup"),
-                "best_lo": aup.get("best_aup_lo"),
-                "best_hi": aup.get("best_aup_hi"),
-                "last_aup": aup.get("last_aup"),
-                "last_lo": aup.get("last_aup_lo"),
-                "last_hi": aup.get("last_aup_hi"),
-            }
-        )
+        out.append({"job": job.info.run_name, **values, **_numbers(client, experiment, job, stages, method)})
     _name_shared_values(out, keys)
     return sorted(out, key=lambda r: [_order(r[k]) for k in keys])
+
+
+def _stage_runs(client, experiment: str, job_id: str) -> dict[str, Any]:
+    """The job's stage runs by stage name."""
+    runs = _runs(client, experiment, f"tags.mlflow.parentRunId = '{job_id}'")
+    return {r.data.tags.get("stage"): r for r in runs}
+
+
+def _why_left_out(job, stages: dict[str, Any] | None) -> str | None:
+    """Why the job has no finished evaluate stage, or None when it has one; ``stages`` None: the
+    job finished, so every stage its ``stages`` tag lists did."""
+    if stages is None:
+        return None if "evaluate" in job.data.tags[STAGES_TAG].split(",") else "it has no evaluate stage"
+    evaluate = stages.get("evaluate")
+    if evaluate is None:
+        return "it has no evaluate stage"
+    return None if evaluate.info.status == "FINISHED" else f"its evaluate stage {evaluate.info.status}"
+
+
+def _numbers(client, experiment: str, job, stages: dict[str, Any] | None, method: str) -> dict[str, Any]:
+    """``NUMBERS`` of a job whose evaluate stage finished: from the job run's metrics where it has
+    them; what they lack (interval bounds, or everything for a job logged before jobs carried their
+    stages' metrics) from its stage runs, read here when ``stages`` is None."""
+    out = _metric_numbers(job, method) if STAGES_TAG in job.data.tags else {}
+    if all(c in out for c in NUMBERS):
+        return out
+    stages = stages if stages is not None else _stage_runs(client, experiment, job.info.run_id)
+    if "sft_examples" not in out:
+        curate = stages.get("curate")
+        out["sft_examples"] = int(curate.data.metrics.get("items_out", 0)) if curate else ""
+    row = _aup_row(client, experiment, job, stages["evaluate"], method, required="best_aup" not in out)
+    for which in ("best", "last"):
+        out.setdefault(f"{which}_aup", row.get(f"{which}_aup", ""))
+        for bound in ("lo", "hi"):
+            out.setdefault(f"{which}_{bound}", row.get(f"{which}_aup_{bound}", ""))
+    return out
+
+
+def _metric_numbers(job, method: str) -> dict[str, Any]:
+    """What the job run's own metrics give of ``NUMBERS``: SFT examples, the method's Best and Last
+    AUP and the bounds of their intervals where logged. Exits when the job's AUP pool lacks ``method``."""
+    metrics = job.data.metrics
+    out: dict[str, Any] = {
+        "sft_examples": int(metrics[EXAMPLES_METRIC]) if EXAMPLES_METRIC in metrics else ""
+    }
+    prefix = AUP_METRIC.format(which="best", method="")
+    pool = sorted(k.removeprefix(prefix) for k in metrics if k.startswith(prefix))
+    if not pool:
+        return out
+    if method not in pool:
+        sys.exit(
+            f"method {method!r} is not in the AUP pool of job {job.info.run_name} (has {pool}); set --method"
+        )
+    for which in ("best", "last"):
+        out[f"{which}_aup"] = f"{metrics[AUP_METRIC.format(which=which, method=method)]:.3f}"
+        bounds = [metrics.get(BOUND_METRIC.format(which=which, bound=b, method=method)) for b in ("lo", "hi")]
+        if None not in bounds:
+            out[f"{which}_lo"], out[f"{which}_hi"] = (f"{v:.3f}" for v in bounds)
+    return out
+
+
+def _aup_row(client, experiment: str, job, stage_run, method: str, required: bool) -> dict[str, Any]:
+    """The method's row of the ``aup.csv`` artifact of the evaluate stage's run (of the run that
+    computed it, for a cache hit). Without such a run in the experiment: exits when ``required``,
+    else says so on stderr and returns ``{}``. Exits when the table lacks ``method``."""
+    run_id = _computing_run_id(client, experiment, stage_run)
+    if run_id is None:
+        tags = stage_run.data.tags
+        where = (
+            f"the cached evaluate stage (key {tags['content_key']}) of job {job.info.run_name} has no "
+            f"finished run that computed it in experiment {experiment!r}"
+        )
+        if required:
+            sys.exit(where)
+        print(f"{where}: its AUP intervals are left empty", file=sys.stderr)
+        return {}
+    local = Path(client.download_artifacts(run_id, "aup.csv"))
+    with open(local, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if row.get("model") == method:
+            return row
+    sys.exit(f"method {method!r} not in the AUP table (has {[r.get('model') for r in rows]})")
+
+
+def _computing_run_id(client, experiment: str, stage_run) -> str | None:
+    """The id of the run that holds a stage's files: the stage run itself, or for a cache hit (whose
+    run logs only the stored metrics and tables) the finished run that computed the same content key
+    (its ``computed_in_run`` tag, else found by the key); None when the experiment has none."""
+    tags = stage_run.data.tags
+    if tags.get("cache_hit") != "true":
+        return stage_run.info.run_id
+    if tags.get("computed_in_run"):
+        return tags["computed_in_run"]
+    found = _runs(
+        client,
+        experiment,
+        f"tags.stage = '{tags['stage']}' AND tags.content_key = '{tags['content_key']}' "
+        "AND tags.cache_hit = 'false' AND attributes.status = 'FINISHED'",
+    )
+    return found[0].info.run_id if found else None
 
 
 def _name_shared_values(rows: list[dict[str, Any]], keys: list[str]) -> None:

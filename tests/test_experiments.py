@@ -94,8 +94,10 @@ def _job(
     root: Path, values: dict[str, object], sweep_id: str | None, evaluate: dict, groups: tuple[str, ...] = ()
 ) -> str:
     """One `stsc` job's MLflow runs, written by stsc's own trackers: its curate stage and its evaluate
-    stage, ``evaluate`` = {"key", "how": computed | cached | FAILED | KILLED | absent, "sft": (best, last)}.
-    ``values`` are its swept config values, set by overrides; those of config ``groups`` are no params."""
+    stage, ``evaluate`` = {"key", "how": computed | cached | FAILED | KILLED | RUNNING | absent,
+    "sft": (best, last)}, plus "intervals": True to log the interval bounds as metrics (and no
+    aup.csv), "job": "RUNNING" for a job still running after its evaluate stage. ``values`` are its
+    swept config values, set by overrides; those of config ``groups`` are no params."""
     from types import SimpleNamespace
 
     from stsc.config import TrackingConfig
@@ -111,9 +113,11 @@ def _job(
     overrides = [f"{k}={'null' if v is None else v}" for k, v in values.items()]
     job_id = job.start("job", config, parent_run_id=sweep_id, overrides=overrides)
     job.start_stage("curate", f"c-{evaluate['key']}", {}).finish(StageReport("curate", items_out=4))
-    how = evaluate["how"]
+    how, report = evaluate["how"], _evaluate_report(evaluate)
     if how == "cached":
-        job.record_stage("evaluate", evaluate["key"], root, StageReport("evaluate"), True, {})
+        job.record_stage("evaluate", evaluate["key"], root, report, True, {})
+    elif how == "RUNNING":
+        job.start_stage("evaluate", evaluate["key"], {})
     elif how != "absent":
         folder = root / "store" / "evaluate" / evaluate["key"]
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,10 +129,32 @@ def _job(
         )
         stage = job.start_stage("evaluate", evaluate["key"], {})
         # a stage that failed before scoring logged no aup.csv; one killed later did
-        ctx = SimpleNamespace(tables={}, artifacts=[] if how == "FAILED" else [folder / "aup.csv"])
-        stage.finish(StageReport("evaluate"), ctx, status="FINISHED" if how == "computed" else how)
-    job.end("FINISHED" if how in ("computed", "cached") else "FAILED")
+        logged = how == "FAILED" or evaluate.get("intervals")
+        ctx = SimpleNamespace(tables={}, artifacts=[] if logged else [folder / "aup.csv"])
+        stage.finish(report, ctx, status="FINISHED" if how == "computed" else how)
+    if how != "RUNNING" and evaluate.get("job") != "RUNNING":
+        job.end("FINISHED" if how in ("computed", "cached") else "FAILED")
     return job_id
+
+
+def _evaluate_report(evaluate: dict):
+    """The evaluate stage's report: AUP metrics unless it failed (before scoring) or has no scores."""
+    from stsc.store import StageReport
+
+    report = StageReport("evaluate")
+    if evaluate["how"] == "FAILED" or "sft" not in evaluate:
+        return report
+    (best, last), metrics = evaluate["sft"], report.metrics
+    metrics |= {
+        "aup_best.sft": best,
+        "aup_last.sft": last,
+        "aup_best.baseline": 0.5,
+        "aup_last.baseline": 0.5,
+    }
+    if evaluate.get("intervals"):
+        for which, value in (("best", best), ("last", last)):
+            metrics |= {f"aup_{which}_lo.sft": value - 0.1, f"aup_{which}_hi.sft": value + 0.1}
+    return report
 
 
 def _sweep_run(root: Path, swept: list[str] | None = None) -> str:
@@ -147,7 +173,7 @@ def test_the_sweep_table_reads_a_cached_evaluate_stage_from_the_run_that_compute
     _job(tmp_path, {TF: 1.0}, None, {"key": "k-full", "how": "computed", "sft": (0.9, 0.8)})  # an earlier run
     sweep = _sweep_run(tmp_path, [TF])
     _job(tmp_path, {TF: 0.5}, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
-    _job(tmp_path, {TF: 1.0}, sweep, {"key": "k-full", "how": "cached"})
+    _job(tmp_path, {TF: 1.0}, sweep, {"key": "k-full", "how": "cached", "sft": (0.9, 0.8)})
     rows = table.collect(table._client(tmp_path, None), "stsc", sweep, [TF], "sft")
     assert [(r[TF], r["best_aup"], r["best_hi"], r["last_aup"]) for r in rows] == [
         ("0.5", "0.700", "0.800", "0.600"),
@@ -162,11 +188,17 @@ def test_the_sweep_table_leaves_out_jobs_whose_evaluate_stage_did_not_finish(tmp
     _job(tmp_path, {TF: 0.5}, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
     _job(tmp_path, {TF: 0.75}, sweep, {"key": "k-3q", "how": "KILLED", "sft": (0.2, 0.1)})  # partial runs
     _job(tmp_path, {TF: 1.0}, sweep, {"key": "k-full", "how": "absent"})  # failed upstream
+    _job(tmp_path, {TF: 0.6}, sweep, {"key": "k-6", "how": "RUNNING"})
+    _job(tmp_path, {TF: 0.4}, sweep, {"key": "k-4", "how": "computed", "sft": (0.4, 0.3), "job": "RUNNING"})
     rows = table.collect(table._client(tmp_path, None), "stsc", sweep, [TF], "sft")
-    assert [(r[TF], r["best_aup"], r["last_aup"]) for r in rows] == [("0.5", "0.700", "0.600")]
+    assert [(r[TF], r["best_aup"], r["last_aup"]) for r in rows] == [
+        ("0.4", "0.400", "0.300"),
+        ("0.5", "0.700", "0.600"),
+    ]
     err = capsys.readouterr().err
     assert "(curate.task_fraction=0.25) left out: its evaluate stage FAILED" in err
     assert "(curate.task_fraction=0.75) left out: its evaluate stage KILLED" in err
+    assert "(curate.task_fraction=0.6) left out: its evaluate stage RUNNING" in err
     assert "(curate.task_fraction=1.0) left out: it has no evaluate stage" in err
 
 
@@ -268,3 +300,91 @@ def test_the_sweep_table_names_jobs_that_differ_only_in_a_key_it_was_not_given(
         SystemExit, match="no job of sweep .* has a param or an override 'curate.task_fractio'"
     ):
         table.collect(client, "stsc", sweep, ["curate.task_fractio"], "sft")
+
+
+def _counting_client(root: Path):
+    """A real MLflow client on ``root``'s store that counts its searches and artifact downloads."""
+    from collections import Counter
+
+    from mlflow.tracking import MlflowClient
+
+    class CountingClient(MlflowClient):
+        calls: Counter = Counter()
+
+        def search_runs(self, *args, **kwargs):
+            self.calls["search_runs"] += 1
+            return super().search_runs(*args, **kwargs)
+
+        def download_artifacts(self, *args, **kwargs):
+            self.calls["download_artifacts"] += 1
+            return super().download_artifacts(*args, **kwargs)
+
+    return CountingClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def test_the_sweep_table_reads_finished_jobs_from_their_own_metrics_alone(tmp_path: Path) -> None:
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path, [TF])
+    for fraction, best in ((1.0, 0.9), (0.5, 0.7)):  # intervals logged as metrics, no aup.csv
+        evaluate = {"key": f"k{fraction}", "how": "computed", "sft": (best, best - 0.1), "intervals": True}
+        _job(tmp_path, {TF: fraction}, sweep, evaluate)
+    client = _counting_client(tmp_path)
+    rows = table.collect(client, "stsc", sweep, [TF], "sft")
+    assert [[r[c] for c in (TF, *table.NUMBERS)] for r in rows] == [
+        ["0.5", 4, "0.700", "0.600", "0.800", "0.600", "0.500", "0.700"],
+        ["1.0", 4, "0.900", "0.800", "1.000", "0.800", "0.700", "0.900"],
+    ]
+    assert dict(client.calls) == {"search_runs": 1}  # the sweep's jobs; no stage run, no artifact
+    with pytest.raises(SystemExit, match=r"'base' is not in the AUP pool .* \['baseline', 'sft'\]"):
+        table.collect(client, "stsc", sweep, [TF], "base")
+
+
+def test_the_sweep_table_reads_intervals_from_aup_csv_only_where_the_metrics_lack_them(
+    tmp_path: Path, capsys
+) -> None:
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path, [TF])
+    _job(tmp_path, {TF: 0.5}, sweep, {"key": "k-half", "how": "computed", "sft": (0.7, 0.6)})
+    # cached from a run this experiment does not hold (another experiment, or tracking=off)
+    _job(tmp_path, {TF: 1.0}, sweep, {"key": "k-elsewhere", "how": "cached", "sft": (0.9, 0.8)})
+    client = _counting_client(tmp_path)
+    rows = table.collect(client, "stsc", sweep, [TF], "sft")
+    assert [(r[TF], r["best_aup"], r["best_lo"], r["last_hi"]) for r in rows] == [
+        ("0.5", "0.700", "0.600", "0.700"),
+        ("1.0", "0.900", "", ""),
+    ]
+    assert (
+        "key k-elsewhere) of job job curate.task_fraction=1.0 has no finished run" in capsys.readouterr().err
+    )
+    # jobs, each job's stage runs, the search for the cached stage's computing run; one aup.csv
+    assert dict(client.calls) == {"search_runs": 4, "download_artifacts": 1}
+
+
+def test_the_sweep_table_reads_jobs_logged_before_jobs_carried_their_stages_metrics(tmp_path: Path) -> None:
+    from stsc.config import TrackingConfig
+    from stsc.tracking import make_client
+
+    table = _sweep_table_module()
+    sweep = _sweep_run(tmp_path, None)
+    client, experiment_id = make_client(TrackingConfig(), tmp_path)
+    job = client.create_run(experiment_id, "job", tags={"mlflow.parentRunId": sweep, "stsc.kind": "job"})
+    client.log_param(job.info.run_id, TF, "0.5")
+    for stage, metrics in (("curate", {"items_out": 3.0}), ("evaluate", {"aup_best.sft": 0.7})):
+        tags = {
+            "mlflow.parentRunId": job.info.run_id,
+            "stage": stage,
+            "cache_hit": "false",
+            "content_key": stage,
+        }
+        run = client.create_run(experiment_id, stage, tags={"stsc.kind": "stage", **tags})
+        for name, value in metrics.items():
+            client.log_metric(run.info.run_id, name, value)
+        if stage == "evaluate":
+            (tmp_path / "aup.csv").write_text("model,best_aup,last_aup\nsft,0.700,0.600\n")  # no bootstrap
+            client.log_artifact(run.info.run_id, str(tmp_path / "aup.csv"))
+        client.set_terminated(run.info.run_id)
+    client.set_terminated(job.info.run_id)
+    rows = table.collect(table._client(tmp_path, None), "stsc", sweep, [TF], "sft")
+    assert [[r[c] for c in (TF, *table.NUMBERS)] for r in rows] == [
+        ["0.5", 3, "0.700", "", "", "0.600", "", ""]
+    ]
