@@ -292,6 +292,9 @@ def _score_and_report(
     _funnel(cfg, ctx, suite, methods, folders, outcomes)
     ctx.report.metrics.update({f"aup_best.{m}": v for m, v in result.best_aup.items()})
     ctx.report.metrics.update({f"aup_last.{m}": v for m, v in result.last_aup.items()})
+    for which, intervals in (("best", result.best_ci), ("last", result.last_ci)):
+        for m, ci in intervals.items():  # empty without eval.bootstrap_samples
+            ctx.report.metrics.update({f"aup_{which}_lo.{m}": ci.lo, f"aup_{which}_hi.{m}": ci.hi})
     ctx.report.metrics["max_tau"] = result.max_tau
     ctx.report.notes.update(pool=pool, tasks=suite.task_ids, max_tau=result.max_tau)
 

@@ -133,6 +133,9 @@ def test_scores_tables_plot_and_artifacts_come_from_the_runs(evaluated) -> None:
     metrics = ctx.report.metrics
     assert metrics["aup_best.scripted"] == float(aup["scripted"]["best_aup"])
     assert metrics["aup_last.baseline"] == float(aup["baseline"]["last_aup"])
+    for which in ("best", "last"):  # the intervals too, so that runs compare in the MLflow table
+        assert metrics[f"aup_{which}_lo.scripted"] == float(aup["scripted"][f"{which}_aup_lo"])
+        assert metrics[f"aup_{which}_hi.scripted"] == float(aup["scripted"][f"{which}_aup_hi"])
     assert (ctx.report.items_in, ctx.report.items_out, sum(ctx.report.drops.values())) == (4, 4, 0)
     assert metrics["episodes_scored"] == 4 and metrics["tasks"] == 2 and metrics["methods"] == 2
     summary = json.loads((out / "aup.json").read_text())
