@@ -17,7 +17,8 @@ container never sees that folder.
 Containers carry the labels ``stsc.sandbox``, ``stsc.run`` (the label given to ``start``) and
 ``stsc.owner`` (host, pid and start time of the process that made them). They are removed on
 ``close`` (also on errors, Ctrl-C and interpreter exit); ``sweep_containers`` removes those whose
-owner process is gone and runs whenever a factory is created.
+owner process is gone (and their folders) and runs whenever a factory is created. Both first let
+this host user delete what the sandbox user wrote, when it may not (neither root nor that user).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from stsc.sandbox.common import (
     INSIDE_HOME,
     INSIDE_PRIVATE,
     INSIDE_TMP,
+    OWNER_FILE,
     REAPER,
     ROOT_PREFIX,
     base_env,
@@ -63,6 +65,7 @@ LABEL_RUN = "stsc.run"
 LABEL_OWNER = "stsc.owner"
 LABEL_ROOT = "stsc.root"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CLAIM = ".sweeping"  # made in an orphan's folder by the one sweep that removes it
 
 
 def connect(cfg: SandboxConfig) -> docker.DockerClient:
@@ -86,7 +89,13 @@ def connect(cfg: SandboxConfig) -> docker.DockerClient:
 
 
 def sweep_containers(client: docker.DockerClient) -> int:
-    """Remove stsc containers (and their host folders) whose owner process is gone; returns how many."""
+    """Remove stsc containers (and their host folders) whose owner process is gone; returns how many.
+    Runs starting together may sweep the same orphans: each folder is removed by one of them."""
+    import docker
+
+    # The sandbox user is not in the listing: without root, assume it may be another user.
+    open_up = os.geteuid() != 0
+    folders = set()
     removed = 0
     # The plain listing, not `containers.list`: that inspects each container and raises when
     # another run removes one of them meanwhile.
@@ -98,14 +107,46 @@ def sweep_containers(client: docker.DockerClient) -> int:
             owner = {}
         if owner_alive(owner):
             continue
+        if open_up and labels.get(LABEL) == "agent":  # the role whose home and /tmp are host folders
+            try:
+                _open_up(client, container["Id"], restart=True)
+            except docker.errors.APIError as e:  # e.g. another sweep removed it; see the folder below
+                log.debug("could not open up the files of sandbox container %s: %s", container["Id"][:12], e)
         _remove_quietly(client, container["Id"])
-        root = Path(labels.get(LABEL_ROOT, ""))
-        if root.name.startswith(ROOT_PREFIX) and root.is_dir():
-            remove_tree(root)
+        folders.add(Path(labels.get(LABEL_ROOT, "")))
         removed += 1
+    # After every container: an evaluation container's orphan shares the folder of an agent's.
+    for root in folders:
+        if root.name.startswith(ROOT_PREFIX):
+            _remove_orphan_folder(root)
     if removed:
         log.info("removed %d orphaned sandbox container(s)", removed)
     return removed
+
+
+def _remove_orphan_folder(root: Path) -> None:
+    """Remove an orphan's host folder unless another sweep claimed it first. Only one process can
+    make the claim folder; the claimer then puts its own owner record in place, so that folder
+    sweeps of other runs leave the folder alone while it goes, and finish the job if this process
+    dies. A folder of another host user is left to that user's sweeps."""
+    try:
+        (root / CLAIM).mkdir()
+    except (FileExistsError, FileNotFoundError):
+        return  # another sweep removes it, or did
+    except PermissionError:
+        log.info("left orphaned sandbox folder %s to its host user (no access)", root)
+        return
+    record = root / f"{OWNER_FILE}.{uuid.uuid4().hex[:8]}"
+    record.write_text(json.dumps(owner_record()))
+    os.replace(record, root / OWNER_FILE)
+    for child in root.iterdir():
+        if child.name == OWNER_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            remove_tree(child)
+        else:
+            child.unlink()
+    remove_tree(root)
 
 
 def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
@@ -119,13 +160,22 @@ def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
         log.warning("could not remove sandbox container %s: %s", container_id[:12], e)
 
 
+def _open_up(client: docker.DockerClient, container_id: str, restart: bool) -> None:
+    """Let any host user delete what the sandbox user wrote under the sandbox's home and /tmp (files
+    it made are its own, with its umask). ``restart`` first ends the container's processes (and
+    starts a stopped container), so that none writes files after the change."""
+    if restart:
+        client.api.restart(container_id, timeout=0)
+    chmod = ["chmod", "-R", "a+rwX", INSIDE_HOME, INSIDE_TMP]
+    client.api.exec_start(client.api.exec_create(container_id, chmod)["Id"])
+
+
 def _teardown(client: docker.DockerClient, ids: list[str], open_up: bool) -> None:
     """Remove the containers; first, if needed, let this host user delete what the sandbox user wrote."""
     for container_id in list(ids):
         if open_up:
             try:
-                chmod = ["chmod", "-R", "a+rwX", INSIDE_HOME, INSIDE_TMP]
-                client.api.exec_start(client.api.exec_create(container_id, chmod)["Id"])
+                _open_up(client, container_id, restart=False)
             except Exception as e:  # the container may be gone already; removal below still runs
                 log.debug("could not open up sandbox files: %s", e)
         _remove_quietly(client, container_id)

@@ -1,15 +1,27 @@
-"""Docker-only guarantees: the hardening flags the engine actually applied, labels, GPU requests."""
+"""Docker-only guarantees: the hardening flags the engine actually applied, labels, GPU requests, exit
+codes, and the orphan sweep."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import uuid
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 
 from stsc.sandbox.docker import LABEL_RUN, connect, gpu_requests
 from stsc.sandbox.docker_exec import EXIT_CODE_WAIT_S, exit_code
 from tests.sandbox.conftest import base_config, require_docker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -179,3 +191,122 @@ def test_commands_run_in_a_process_holding_more_than_1024_open_files(docker_cfg,
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# Runs as host user `uid` (null: as this user). "orphan": starts a sandbox, has the sandbox user
+# write files in it, prints the sandbox's folder and dies. "sweep": prints how many orphans
+# sweep_containers removed.
+AS_HOST_USER = """
+import json, os, signal, sys
+from pathlib import Path
+
+# Imported before leaving root: the interpreter may live where only root can read.
+import docker, docker.types
+from stsc.config import SandboxConfig
+from stsc.sandbox import make_factory
+from stsc.sandbox.docker import connect, sweep_containers
+
+mode, cfg, uid, socket_gid, workspace, label = json.loads(sys.argv[1])
+if uid is not None:
+    os.setgroups([socket_gid])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+cfg = SandboxConfig(**cfg)
+if mode == "sweep":
+    print(sweep_containers(connect(cfg)))
+    sys.exit()
+sb = make_factory(cfg).start(Path(workspace), label)
+done = sb.exec("for d in $(seq 20); do mkdir -p made/$d; for f in $(seq 100); do : > made/$d/$f; done; done", 60)
+assert done.ok, done
+print(sb.layout.root, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _as_host_user(mode: str, cfg, uid=None, socket_gid=None, workspace=None, label=None) -> str:
+    env = {**os.environ, "HOME": cfg.workdir}  # not a home the user cannot read
+    args = json.dumps([mode, asdict(cfg), uid, socket_gid, str(workspace), label])
+    done = subprocess.run(
+        [sys.executable, "-c", AS_HOST_USER, args], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.stdout, done.stderr
+    return done.stdout.strip()
+
+
+def _orphan(cfg, workspace: Path, label: str, uid: int | None = None, socket_gid: int | None = None) -> Path:
+    root = Path(_as_host_user("orphan", cfg, uid, socket_gid, workspace, label))
+    assert root.is_dir() and len(_containers(cfg, label)) == 1
+    return root
+
+
+def _containers(cfg, label: str) -> list:
+    return connect(cfg).containers.list(all=True, filters={"label": f"{LABEL_RUN}={label}"})
+
+
+@pytest.mark.docker
+def test_the_sweep_removes_files_of_the_sandbox_user_when_stsc_runs_as_another_user(
+    docker_cfg, task_workspace
+):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run stsc as a second host user")
+    socket = Path("/var/run/docker.sock")
+    if docker_cfg.docker_host or os.environ.get("DOCKER_HOST") or not socket.exists():
+        pytest.skip("needs the engine on the local socket")
+    uid = 4242  # neither root nor the sandbox user (1000)
+    base = Path(tempfile.mkdtemp(prefix="stsc-test-host-user-"))
+    try:
+        shutil.copytree(task_workspace, base / "workspace")
+        for path in [base, *base.rglob("*")]:
+            os.chown(path, uid, uid)
+        cfg = replace(docker_cfg, workdir=str(base))
+        label = f"other-user-{uuid.uuid4().hex[:8]}"
+        root = _orphan(cfg, base / "workspace", label, uid, socket.stat().st_gid)
+        assert root.stat().st_uid == uid
+        assert int(_as_host_user("sweep", cfg, uid, socket.stat().st_gid)) >= 1
+        assert _containers(cfg, label) == []
+        assert not root.exists()
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.docker
+def test_two_sweeps_removing_one_orphan_at_once_both_succeed(docker_cfg, task_workspace):
+    from stsc.sandbox.docker import sweep_containers
+
+    label = f"two-sweeps-{uuid.uuid4().hex[:8]}"
+    root = _orphan(docker_cfg, task_workspace, label)
+    (orphan,) = _containers(docker_cfg, label)
+    # Two runs starting together (e.g. the workers of a restarted job) list the orphan, remove its
+    # container and then its folder at the same moments.
+    both_listed, both_removed = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+    failures = []
+
+    def sweep() -> None:
+        client = connect(docker_cfg)
+        listing, remove = client.api.containers, client.api.remove_container
+
+        def list_then_wait(*args, **kwargs):
+            found = listing(*args, **kwargs)
+            both_listed.wait()
+            return found
+
+        def remove_then_wait(container_id, **kwargs):
+            try:
+                return remove(container_id, **kwargs)
+            finally:
+                if container_id == orphan.id:  # not the orphans other test runs may have left
+                    both_removed.wait()
+
+        client.api.containers, client.api.remove_container = list_then_wait, remove_then_wait
+        try:
+            sweep_containers(client)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            failures.append(e)
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert not root.exists() and _containers(docker_cfg, label) == []
