@@ -12,7 +12,10 @@ whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
   submission with its rows reversed scores exactly the baseline's score (labels matched by id, not
   position); the sample submission and a constant prediction do not beat the baseline, nor do all
   three score the same when the constant prediction differs from the baseline's (a score blind to
-  the predictions);
+  the predictions); the baseline's submission with blank predictions in most rows (all but those
+  closest to the labels) is refused, or scores below the baseline's submission, or no better than
+  with a constant or a wrong prediction in the blank cells (blank predictions are not dropped from
+  the score). Ids are read from the task's id column, the first column of ``private/answers.csv``;
 - ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
 - ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``;
 - ``gate_public_split`` (tasks with a public split): evaluate.py scores only the public test rows
@@ -40,6 +43,7 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stsc.config import ValidateConfig
 from stsc.errors import EvaluationError, TaskFormatError
@@ -48,6 +52,10 @@ from stsc.store import atomic_write_text, read_json
 from stsc.synth.leaks import find_label_leaks, id_key
 from stsc.synth.task import BUILD, META_FILE, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
 from stsc.synth.template import ANSWERS, PUBLIC_IDS, public_count
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 TAIL_CHARS = 3000
 PREPARE_OUTPUTS = (f"{WORKSPACE}/data", f"{WORKSPACE}/sample_submission.csv", PRIVATE)
@@ -477,8 +485,8 @@ def _exploit_probes(
             failure = _trivial_probe(task, sandbox, name, rel, baseline, timeout, seen)
             if failure is not None:
                 return failure
-        return _blind_evaluator(task, sandbox, baseline, files["constant"], seen)
-    return None
+        failure = _blind_evaluator(task, sandbox, baseline, files["constant"], seen)
+        return failure or _blanked_probe(task, sandbox, baseline, files["constant"], timeout, seen)
 
 
 def _blind_evaluator(
@@ -509,6 +517,136 @@ def _blind_evaluator(
         Step.EXPLOIT,
         f"evaluate.py gives the baseline's submission, the sample submission and a constant prediction "
         f"the same {task.meta.metric}={baseline}: its score does not depend on the predictions",
+    )
+
+
+BLANKED_KEPT = 0.25  # share of the scored rows whose predictions the blanked probe keeps
+
+
+def _row_errors(task: Task, submission: pd.DataFrame, id_column: str, columns: list[str]) -> np.ndarray:
+    """How far each row's predictions are from its labels in ``private/answers.csv``: per prediction
+    column the answers also hold, 0/1 for a wrong class (or text), else the absolute error over the
+    labels' standard deviation; summed over those columns (all 0 when there are none) and infinite
+    for an id the answers lack or a prediction that is not a number where the label is one."""
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.read_csv(task.private / ANSWERS, dtype=str, keep_default_na=False)
+    truth.index = truth[truth.columns[0]].map(id_key)
+    truth = truth[~truth.index.duplicated()]
+    keys = submission[id_column].map(id_key)
+    errors = np.where(keys.isin(truth.index), 0.0, np.inf)
+    for column in (c for c in columns if c in truth.columns[1:]):
+        got = submission[column].reset_index(drop=True)
+        numbers = pd.to_numeric(truth[column], errors="coerce")
+        if numbers.notna().all():
+            scale = float(numbers.std()) if numbers.std() > 0 else 1.0
+            want = numbers.reindex(keys).reset_index(drop=True)
+            miss = ((pd.to_numeric(got, errors="coerce") - want).abs() / scale).fillna(np.inf)
+        else:
+            miss = got.map(id_key) != truth[column].reindex(keys).reset_index(drop=True).map(id_key)
+        errors = errors + miss.to_numpy(dtype=float)
+    return errors
+
+
+def _junk(values: pd.Series) -> str:
+    """A prediction unlike every label: far below the range of ``values`` when they are numbers
+    (class codes included), else text none of them is."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    if len(numbers) and numbers.notna().all() and math.isfinite(float(numbers.abs().max())):
+        return f"{-1000.0 * (1.0 + float(numbers.abs().max())):.0f}"
+    return "no-such-label"
+
+
+def _blanked_submissions(
+    task: Task, submission: pd.DataFrame, constant: pd.DataFrame
+) -> tuple[dict[str, pd.DataFrame], int]:
+    """From the baseline's ``submission``: the ``BLANKED_KEPT`` share of the scored rows (those of
+    the submit split) whose predictions are closest to the labels keep them; every other row gets
+    blank prediction cells (``blanked``), the ``constant`` probe's predictions
+    (``blanked_constant``) or a prediction unlike every label (``blanked_junk``). Also returns how
+    many rows keep their predictions (0: nothing to blank)."""
+    import pandas as pd
+
+    id_column = submission_id_column(task, list(submission.columns))
+    columns = [c for c in submission.columns if c != id_column]
+    keys = submission[id_column].map(id_key)
+    scored = pd.Series(bool(columns), index=submission.index)
+    if (task.private / PUBLIC_IDS).is_file():
+        public = pd.read_csv(task.private / PUBLIC_IDS, dtype=str, keep_default_na=False)
+        scored &= ~keys.isin(set(public[public.columns[0]].map(id_key)))
+    errors = pd.Series(_row_errors(task, submission, id_column, columns), index=submission.index)
+    kept = errors[scored].sort_values(kind="stable").index[: math.ceil(BLANKED_KEPT * int(scored.sum()))]
+    others = ~submission.index.isin(kept)
+    frames = {name: submission.copy() for name in ("blanked", "blanked_constant", "blanked_junk")}
+    for column in columns:
+        frames["blanked"].loc[others, column] = ""
+        frames["blanked_junk"].loc[others, column] = _junk(submission[column])
+        if column in constant.columns and len(constant):
+            frames["blanked_constant"].loc[others, column] = constant[column].iloc[0]
+    return frames, len(kept)
+
+
+def _probe_score(task: Task, sandbox: Sandbox, rel: str, timeout: float, seen: dict) -> float | None:
+    """The finite score evaluate.py gives the probe file ``rel``, or None (refused, no score)."""
+    run = _evaluate(sandbox, task, rel, timeout)
+    try:
+        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
+    except EvaluationError:
+        value = None
+    seen[rel.removeprefix("probe_").removesuffix(".csv")] = "rejected" if value is None else value
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _worse(task: Task, a: float, b: float) -> bool:
+    """Score ``a`` is worse than ``b`` beyond floating-point noise, in the task's direction."""
+    return task.meta.is_better(b, a) and not _same_score(a, b)
+
+
+def _blanked_probe(
+    task: Task, sandbox: Sandbox, baseline: float, constant: Path, timeout: float, seen: dict
+) -> Failure | None:
+    """The baseline's submission with blank predictions in all rows but the quarter of the scored
+    rows closest to the labels (what an agent sure of some rows would keep). An evaluator that
+    drops blank predictions and scores the rest gives it at least the baseline's score, and more
+    than the same rows with a constant prediction or one unlike every label in the blank cells. A
+    sound one refuses it, scores it worse than the baseline, or scores a blank no better than one of
+    those: like a prediction of its own (a fallback) or like a wrong one. Macro-averaged scores can
+    rise when wrong predictions become blanks, hence the comparisons."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
+        try:
+            submission = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
+            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
+            frames, kept = _blanked_submissions(task, submission, probe)
+        except (ValueError, KeyError, UnicodeDecodeError, OSError):
+            return None  # unreadable submissions or answers fail other steps: no evidence here
+        for name, frame in frames.items():
+            frame.to_csv(Path(tmp) / f"probe_{name}.csv", index=False)
+            sandbox.put(Path(tmp) / f"probe_{name}.csv", f"probe_{name}.csv")
+    blank = _probe_score(task, sandbox, "probe_blanked.csv", timeout, seen) if kept else None
+    if blank is None or _worse(task, blank, baseline):
+        return None
+    filled = {
+        what: _probe_score(task, sandbox, f"probe_blanked_{name}.csv", timeout, seen)
+        for name, what in (("constant", "a constant prediction"), ("junk", "a prediction unlike every label"))
+    }
+    scored = {what: value for what, value in filled.items() if value is not None}
+    if not scored or not all(_worse(task, value, blank) for value in scored.values()):
+        return None
+    metric = task.meta.metric
+    others = " and ".join(f"{metric}={value} with {what}" for what, value in scored.items())
+    return Failure(
+        Step.EXPLOIT,
+        f"evaluate.py scored the baseline's submission with blank predictions in all but {kept} of the "
+        f"scored rows {metric}={blank}, no worse than the full submission's {baseline} and better than "
+        f"{others} in the blank cells: it drops blank predictions and scores only the rest, so a "
+        "submission could leave out every row it is unsure of; it must exit non-zero on a blank or "
+        "missing prediction (or score it as wrong)",
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from stsc.hub.records import VerifiedDataset
+from stsc.hub.records import TargetSpec, TaskType, VerifiedDataset
 from stsc.sandbox import make_factory
 from stsc.store import iter_jsonl
 from stsc.synth.checks import CheckResult, check_task
@@ -467,3 +468,96 @@ def test_the_probes_find_the_id_column_where_the_task_declares_it(template_libra
     failure = _check(folder, tmp_path).failure
     assert failure is not None and failure.step == "gate:exploit_probes"
     assert "does not depend on the predictions" in failure.message
+
+
+# the template evaluator scoring only the rows with a prediction; a stricter one also refuses
+# predictions that are not classes
+SCORED_ROWS = "    keys = scored_ids(private_dir, list(truth))\n"
+DROP_BLANKS = "    keys = [k for k in scored_ids(private_dir, list(truth)) if submitted[k].strip()]\n"
+KNOWN_CLASSES = (
+    "    if {label(submitted[k]) for k in keys} - {label(v) for v in truth.values()}:\n"
+    '        fail("a prediction is not one of the classes")\n'
+)
+DROPPING = {
+    "classes": ("sklearn-iris-species-macro-f1", DROP_BLANKS),
+    "numbers, lower is better": ("sklearn-diabetes-progression-rmse", DROP_BLANKS),
+    "known classes only": ("sklearn-iris-species-accuracy", DROP_BLANKS + KNOWN_CLASSES),
+}
+
+
+@pytest.mark.parametrize("kind", list(DROPPING))
+def test_an_evaluator_scoring_only_the_rows_with_a_prediction_is_rejected(template_library, tmp_path, kind):
+    task_id, dropping = DROPPING[kind]
+    folder = _task_copy(template_library, tmp_path, task_id)
+    _edit(folder / "workspace" / "evaluate.py", SCORED_ROWS, dropping)
+    result = _check(folder, tmp_path)
+    assert result.failure is not None and result.failure.step == "gate:exploit_probes"
+    assert "it drops blank predictions and scores only the rest" in result.failure.message
+    # the kept rows are the baseline's best: scored alone they beat its full submission
+    assert load_task(folder).meta.is_better(result.probes["blanked"], result.baseline_score)
+
+
+def test_blank_predictions_scoring_above_the_baseline_as_a_wrong_class_are_not_taken_for_dropped_ones(
+    tmp_path,
+):
+    # macro-F1 over ten digits, a depth-1 baseline predicting two of them: a blank is one more
+    # (wrong) class, and turning wrong guesses into blanks lifts the precision of the guessed classes
+    from sklearn.datasets import load_digits
+
+    frame = load_digits(as_frame=True).frame.rename(columns={"target": "digit"})
+    target = TargetSpec(column="digit", task_type=TaskType.CLASSIFICATION, n_classes=10)
+    record = make_record("sklearn/digits", frame, [target], tmp_path / "tables")
+    generate = make_ctx(tmp_path, "generate", {"verify": write_verify_output(tmp_path, [record])})
+    run_generate(root_config(tmp_path), generate)
+    folder = generate.out_dir / "tasks" / "sklearn-digits-digit-macro-f1"
+    result = _check(folder, tmp_path)
+    assert result.failure is None, result.failure
+    probes = result.probes
+    assert probes["blanked"] > result.baseline_score and probes["blanked"] > probes["blanked_constant"]
+    assert probes["blanked_junk"] == probes["blanked"]
+
+
+# scores two label columns of an iris task (species and setosa-or-not); a blank cell is a wrong answer
+EVALUATE_TWO_COLUMNS = textwrap.dedent(
+    """\
+    import argparse, csv, json, os, sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--submission_file", default="submission.csv")
+    args = parser.parse_args()
+    private = os.environ.get("STSC_PRIVATE_DIR")
+    if not private:
+        sys.exit("STSC_PRIVATE_DIR is not set")
+    read = lambda path: list(csv.DictReader(open(path)))
+    truth = {row["id"]: row for row in read(os.path.join(private, "answers.csv"))}
+    submitted = read(args.submission_file)
+    if sorted(row["id"] for row in submitted) != sorted(truth):
+        sys.exit("submission must have one row per test id")
+    sub = {row["id"]: row for row in submitted}
+    public = {row["id"] for row in read(os.path.join(private, "public_ids.csv"))}
+    validate = os.environ.get("STSC_SCORE_SPLIT", "submit") == "validate"
+    rows = [k for k in truth if (k in public) == validate]
+    hits = [truth[k][c] == sub[k][c] for k in rows for c in ("species", "setosa")]
+    print(json.dumps({"accuracy": sum(hits) / len(hits)}))
+    """
+)
+
+
+def test_a_task_with_two_prediction_columns_is_probed_on_both(template_library, tmp_path):
+    folder = _task_copy(template_library, tmp_path, "sklearn-iris-species-accuracy")
+    answers = pd.read_csv(folder / "private" / "answers.csv")
+    answers.assign(setosa=answers["species"] == "setosa").to_csv(
+        folder / "private" / "answers.csv", index=False
+    )
+    sample = folder / "workspace" / "sample_submission.csv"
+    pd.read_csv(sample).assign(setosa=False).to_csv(sample, index=False)
+    _edit(
+        folder / "workspace" / "baseline.py",
+        "submission.to_csv(",
+        'submission.assign(setosa=submission["species"] == "setosa").to_csv(',
+    )
+    (folder / "workspace" / "evaluate.py").write_text(EVALUATE_TWO_COLUMNS)
+    assert _check(folder, tmp_path).failure is None
+    _edit(folder / "workspace" / "evaluate.py", '"setosa")]', '"setosa") if sub[k][c]]')  # blanks skipped
+    failure = _check(folder, tmp_path).failure
+    assert failure is not None and "it drops blank predictions" in failure.message
