@@ -188,7 +188,7 @@ _PAPER_GRAPH = (
         "stsc.synth.validate:run_validate",
         ("generate",),
         ("validate", "generator.llm", *SANDBOX_LIMITS),
-        5,
+        6,
         prompts=_validate_prompts,
     ),
     StageSpec(
