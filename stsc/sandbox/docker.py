@@ -8,9 +8,11 @@ only when ``gpus`` is set. The sandbox's home (holding the workspace) and /tmp a
 mounted read-write, so file copies never go through the engine (which must therefore run on
 this machine: a local socket or ``sandbox.docker_host`` pointing at a local daemon). Commands are ``docker exec``
 sessions: a timeout kills the command's whole session inside the container, and leftovers of a
-finished command are killed when it exits; when that cannot work (the pids limit is exhausted) or a
-command stopped the container's init, the container is restarted: files and the shell state live
-in host folders and survive, processes do not. ``evaluate`` runs in a second, short-lived container
+finished command are killed when it exits: its session by its own wrapper, then (see
+``docker_exec.STRAY_KILLER``) every other process but the container's init, its keeper and the sessions of
+commands still running. When that cannot work (the pids limit is exhausted) or a command stopped
+the container's init, the container is restarted: files and the shell state live in host folders
+and survive, processes do not. ``evaluate`` runs in a second, short-lived container
 that mounts the workspace read-only and the private folder at ``private_path``; the agent's
 container never sees that folder.
 
@@ -53,7 +55,7 @@ from stsc.sandbox.common import (
     wrapper_script,
 )
 from stsc.sandbox.core import HostBoundSandbox
-from stsc.sandbox.docker_exec import exec_capped
+from stsc.sandbox.docker_exec import exec_capped, init_pid_on_host, kill_strays, nothing_left
 
 if TYPE_CHECKING:
     import docker
@@ -229,6 +231,7 @@ class DockerSandbox(HostBoundSandbox):
                 str(layout.tmp): {"bind": INSIDE_TMP, "mode": "rw"},
             }
             self._container = self._create(volumes, {}, role="agent")
+            self._init_pid = init_pid_on_host(client.api, self._container.id)
         except BaseException:
             self.close()
             raise
@@ -310,11 +313,13 @@ class DockerSandbox(HostBoundSandbox):
             timeout=timeout, limit=self.cfg.output_limit_bytes, on_timeout=kill,
         )  # fmt: skip
         try:
-            return run()
+            result = run()
         except SandboxError:
             if not self._restarted_after_stop():
                 raise
-            return run()
+            result = run()
+        self._kill_strays()
+        return result
 
     def _restarted_after_stop(self) -> bool:
         """If the container stopped (a command signalled its init), start it again: files and the
@@ -326,9 +331,41 @@ class DockerSandbox(HostBoundSandbox):
                 return False
             log.warning("sandbox container %s had stopped; starting it again", self._container.id[:12])
             self._client.api.start(self._container.id)
+            self._init_pid = init_pid_on_host(self._client.api, self._container.id)
         except docker.errors.APIError as e:
             raise SandboxError(f"sandbox container {self._container.id[:12]} is gone: {e}") from e
         return True
+
+    def _restart(self) -> None:
+        self._client.api.restart(self._container.id, timeout=0)
+        self._init_pid = init_pid_on_host(self._client.api, self._container.id)
+
+    def _kill_strays(self) -> None:
+        """Kill what a finished command left running beyond its wrapper's reach: a process in a new
+        session, or left when the wrapper was killed, replaced or lost its exit trap (see
+        ``docker_exec.STRAY_KILLER``). If that cannot work (the pids limit is exhausted), restart
+        the container."""
+        import docker
+
+        if nothing_left(self._container.id, self._init_pid):
+            return
+        try:
+            if kill_strays(self._client.api, self._container.id, self.cfg.user):
+                return
+            failure = "processes survived"
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                return  # not running (a command stopped its init): the next command starts it again
+            failure = str(e)
+        try:
+            if not self._client.api.inspect_container(self._container.id)["State"]["Running"]:
+                return
+            log.warning("could not kill what a command left running (%s); restarting its container", failure)
+            self._restart()
+        except docker.errors.NotFound:
+            return  # closed meanwhile
+        except docker.errors.APIError as e:
+            raise SandboxError(f"sandbox container {self._container.id[:12]} cannot restart: {e}") from e
 
     def _stop_command(self, token: str, attempt: int) -> None:
         """First attempt: kill the command's session from a second exec. If that cannot run (the
@@ -353,7 +390,7 @@ class DockerSandbox(HostBoundSandbox):
                 log.warning("could not kill a timed-out command (%s); restarting its container", e)
         else:
             log.warning("a timed-out command survived its kill; restarting its container")
-        self._client.api.restart(self._container.id, timeout=0)
+        self._restart()
 
     def _evaluate_in_new_container(
         self, mode: str, args: list[str], timeout: float, cwd: str, env: dict[str, str]

@@ -1,5 +1,6 @@
 """``docker exec`` with a deadline and capped output, without threads: the attach stream is read
-from its socket with ``poll`` and demultiplexed here (8-byte frame headers: stream, size)."""
+from its socket with ``poll`` and demultiplexed here (8-byte frame headers: stream, size). And
+killing what finished commands left running in a container."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import math
 import select
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from stsc.errors import SandboxError
 from stsc.sandbox.base import ExecResult
-from stsc.sandbox.common import CappedBuffer
+from stsc.sandbox.common import CappedBuffer, read_small_file
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,29 @@ KILL_GRACE_S = 3.0  # after each timeout action: time for the output stream to c
 # (seconds): it records the exit apart from closing the stream, late when it is busy.
 EXIT_CODE_WAIT_S = 10.0
 TIMED_OUT_EXIT_CODE_WAIT_S = 0.5  # a timed-out command may still be dying; it reports 137 then
+STRAY_CHECK_PAUSES_S = (0.0, 0.002, 0.005, 0.01)  # before each look for processes a command left
+# Kills what finished commands left in a container: every process but those of a session led by a
+# process whose parent is outside the container (ppid 0): the init's session (init and the keeper)
+# and the sessions of running commands (`docker exec` starts each in a new session). A process
+# cannot join a session it was not born in, so no leftover can hide in a live one. Builtins only,
+# to run at the process limit; exits 1 when processes survive ten rounds.
+STRAY_KILLER = r"""for round in 1 2 3 4 5 6 7 8 9 10; do
+  live=" " found=
+  for d in /proc/[0-9]*; do
+    { read -r s < "$d/stat"; } 2>/dev/null || continue
+    s=${s##*") "}; set -- $s
+    [ "$2" = 0 ] && live="$live$4 "
+  done
+  for d in /proc/[0-9]*; do
+    { read -r s < "$d/stat"; } 2>/dev/null || continue
+    s=${s##*") "}; set -- $s
+    case "$1:$live" in Z:* | *" $4 "*) continue ;; esac
+    kill -STOP "${d#/proc/}" 2>/dev/null; found="$found ${d#/proc/}"
+  done
+  [ -z "$found" ] && exit 0
+  kill -9 $found 2>/dev/null
+done
+exit 1"""
 
 
 def read_frames(
@@ -112,3 +137,49 @@ def exit_code(api: Any, exec_id: str, wait_s: float) -> int | None:
             return None
         time.sleep(pause)
         pause = min(2 * pause, 0.1)
+
+
+def kill_strays(api: Any, container_id: str, user: str) -> bool:
+    """Run ``STRAY_KILLER`` in the container as ``user``; returns whether it killed them all. The
+    engine's ``APIError`` passes (409 when the container is not running)."""
+    exec_id = api.exec_create(container_id, ["bash", "-c", STRAY_KILLER], user=user)["Id"]
+    api.exec_start(exec_id)
+    return exit_code(api, exec_id, EXIT_CODE_WAIT_S) == 0
+
+
+def init_pid_on_host(api: Any, container_id: str) -> int | None:
+    """The process id of the container's init in this machine's /proc; None when the engine's
+    processes are not there (a remote engine, or stsc in a container of its own) or it is gone."""
+    import docker
+
+    try:
+        pid = api.inspect_container(container_id)["State"]["Pid"]
+    except docker.errors.APIError:
+        return None
+    return pid if pid and _in_container(pid, container_id) else None
+
+
+def nothing_left(container_id: str, init_pid: int | None) -> bool:
+    """Whether this machine's /proc shows that no command left a process in the container: its
+    init has one child (the keeper; none once a command killed it, which stops the container) and
+    that child none. False when it cannot tell. Processes a command's wrapper killed may take
+    milliseconds to die and leave the init: it looks again."""
+    if init_pid is None:
+        return False
+    for pause in STRAY_CHECK_PAUSES_S:
+        time.sleep(pause)
+        if not _in_container(init_pid, container_id):  # restarted by someone else, or gone
+            return False
+        children = _children(init_pid)
+        if children is not None and len(children) <= 1 and all(_children(c) == [] for c in children):
+            return True
+    return False
+
+
+def _in_container(pid: int, container_id: str) -> bool:
+    return container_id in (read_small_file(Path(f"/proc/{pid}/cgroup")) or "")
+
+
+def _children(pid: int) -> list[int] | None:
+    listing = read_small_file(Path(f"/proc/{pid}/task/{pid}/children"))
+    return None if listing is None else [int(p) for p in listing.split()]

@@ -1,5 +1,5 @@
 """Docker-only guarantees: the hardening flags the engine actually applied, labels, GPU requests, exit
-codes, and the orphan sweep."""
+codes, the orphan sweep, and processes that escape a command's session."""
 
 from __future__ import annotations
 
@@ -310,3 +310,52 @@ def test_two_sweeps_removing_one_orphan_at_once_both_succeed(docker_cfg, task_wo
         t.join()
     assert failures == []
     assert not root.exists() and _containers(docker_cfg, label) == []
+
+
+# Commands leaving a process (`sleep 1001`) that the wrapper's own reaper, which kills the
+# command's session when its shell exits, does not reach.
+ESCAPES = {
+    "new-session": "rm -f escaped; setsid sh -c ': > escaped; exec sleep 1001' > /dev/null 2>&1 & "
+    "until [ -e escaped ]; do sleep 0.01; done",
+    "wrapper-killed": "sleep 1001 > /dev/null 2>&1 & kill -9 $$",
+    "exit-trap-removed": "trap - EXIT; sleep 1001 > /dev/null 2>&1 &",
+    "wrapper-replaced": "sleep 1001 > /dev/null 2>&1 & exec true",
+}
+
+
+def _processes(sb) -> list[str]:
+    return sb.exec(["ps", "-e", "--no-headers", "-o", "args"], timeout=30).stdout.splitlines()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", ESCAPES.values(), ids=ESCAPES.keys())
+def test_processes_that_escape_the_command_session_do_not_outlive_the_command(
+    docker_cfg, task_workspace, command
+):
+    from stsc.sandbox import make_factory
+
+    with make_factory(docker_cfg).start(task_workspace, "escape") as sb:
+        sb.exec(command, timeout=30)
+        assert "sleep 1001" not in _processes(sb)
+        sb.shell().run(command, timeout=30)
+        assert "sleep 1001" not in _processes(sb)
+        assert sb.exec("echo usable", timeout=30).stdout == "usable\n"
+
+
+@pytest.mark.docker
+def test_killing_what_a_command_left_spares_a_command_still_running(docker_cfg, task_workspace):
+    from stsc.sandbox import make_factory
+
+    with make_factory(docker_cfg).start(task_workspace, "concurrent") as sb:
+        results = []
+        long = "sleep 1002 & echo > started; sleep 3; kill -0 $! && echo child-alive"
+        running = threading.Thread(target=lambda: results.append(sb.exec(long, timeout=60)))
+        running.start()
+        deadline = time.monotonic() + 30
+        while not (sb.layout.workspace / "started").exists():
+            assert time.monotonic() < deadline, "the long command never started"
+            time.sleep(0.05)
+        sb.exec(ESCAPES["new-session"], timeout=30)  # leaves a process behind, to be killed now
+        assert "sleep 1001" not in _processes(sb)
+        running.join()
+        assert results[0].stdout == "child-alive\n"
