@@ -50,12 +50,12 @@ def sweep_orphans(cfg: SandboxConfig) -> int:
     returns how many were removed. Sandboxes of live runs and of other hosts are kept."""
     from stsc.sandbox.common import sweep_folders
 
-    removed = sweep_folders(cfg.workdir)
-    if cfg.backend == "docker":
+    removed = 0
+    if cfg.backend == "docker":  # first: it opens up the files the sandbox user left
         from stsc.sandbox.docker import connect, sweep_containers
 
         removed += sweep_containers(connect(cfg))
-    return removed
+    return removed + sweep_folders(cfg.workdir)
 
 
 __all__ = [

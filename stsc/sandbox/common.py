@@ -315,15 +315,27 @@ def stage_private(private_dir: Path | None, layout: Layout) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a sandbox folder, making read-only leftovers writable first."""
+    """Remove a sandbox folder, making read-only leftovers writable first. Entries removed meanwhile
+    (by another run's sweep) are no error."""
 
-    def _retry(func, name, _exc_info):  # type: ignore[no-untyped-def]
-        parent = os.path.dirname(name)
-        os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700)
-        func(name)
+    def _retry(func, name, exc_info):  # type: ignore[no-untyped-def]
+        try:
+            if isinstance(exc_info[1], FileNotFoundError):
+                return
+            if func in (os.open, os.scandir, os.listdir):  # a folder it may not read: open it up
+                os.chmod(name, stat.S_IMODE(os.lstat(name).st_mode) | 0o700)
+                shutil.rmtree(name, onerror=_retry)
+                return
+            parent = os.path.dirname(name)
+            os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700)
+            func(name)
+        except FileNotFoundError:
+            pass
 
-    if path.exists():
+    try:
         shutil.rmtree(path, onerror=_retry)
+    except FileNotFoundError:
+        pass
 
 
 def sweep_folders(workdir: str | None) -> int:

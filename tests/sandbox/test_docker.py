@@ -195,7 +195,7 @@ def test_commands_run_in_a_process_holding_more_than_1024_open_files(docker_cfg,
 
 # Runs as host user `uid` (null: as this user). "orphan": starts a sandbox, has the sandbox user
 # write files in it, prints the sandbox's folder and dies. "sweep": prints how many orphans
-# sweep_containers removed.
+# sweep_orphans removed (containers and folders).
 AS_HOST_USER = """
 import json, os, signal, sys
 from pathlib import Path
@@ -203,8 +203,9 @@ from pathlib import Path
 # Imported before leaving root: the interpreter may live where only root can read.
 import docker, docker.types
 from stsc.config import SandboxConfig
-from stsc.sandbox import make_factory
-from stsc.sandbox.docker import connect, sweep_containers
+import stsc.sandbox.common
+from stsc.sandbox import make_factory, sweep_orphans
+from stsc.sandbox.docker import connect
 
 mode, cfg, uid, socket_gid, workspace, label = json.loads(sys.argv[1])
 if uid is not None:
@@ -213,7 +214,7 @@ if uid is not None:
     os.setresuid(uid, uid, uid)
 cfg = SandboxConfig(**cfg)
 if mode == "sweep":
-    print(sweep_containers(connect(cfg)))
+    print(sweep_orphans(cfg))
     sys.exit()
 sb = make_factory(cfg).start(Path(workspace), label)
 done = sb.exec("for d in $(seq 20); do mkdir -p made/$d; for f in $(seq 100); do : > made/$d/$f; done; done", 60)

@@ -102,3 +102,67 @@ def test_a_second_close_returns_only_once_the_sandbox_is_gone(cfg, task_workspac
     sandbox.close()  # e.g. the collector's close_all while the episode's own close runs
     assert not sandbox.layout.root.exists()
     first.join()
+
+
+REMOVER = """
+import os, sys
+from pathlib import Path
+from stsc.sandbox.common import remove_tree
+if len(sys.argv) > 2:  # drop to that user (the test runs as root), all imports done
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[2]))
+remove_tree(Path(sys.argv[1]))
+"""
+
+
+def test_a_sandbox_folder_with_folders_its_user_locked_is_removed(tmp_path):
+    """A command may leave folders without any permission (chmod 000) or read-only: its user
+    still removes the folder (root would not notice, so the removal runs as another user)."""
+    import os
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="stsc-test-locked-"))  # a folder that user may enter
+    uid = 4242 if os.geteuid() == 0 else None
+    try:
+        root = base / "sandbox"
+        (root / "home" / "locked" / "deep").mkdir(parents=True)
+        (root / "home" / "locked" / "deep" / "f.txt").write_text("x")
+        (root / "home" / "read-only").mkdir()
+        (root / "home" / "read-only" / "g.txt").write_text("y")
+        if uid is not None:
+            for path in [base, *base.rglob("*")]:
+                os.chown(path, uid, uid)
+        (root / "home" / "locked").chmod(0)
+        (root / "home" / "read-only").chmod(0o500)
+        extra = [str(uid)] if uid is not None else []
+        done = subprocess.run([sys.executable, "-c", REMOVER, str(root), *extra], cwd=REPO_ROOT,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert not root.exists()
+    finally:
+        for path in base.rglob("*"):
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o700)
+        shutil.rmtree(base)
+
+
+def test_a_sandbox_folder_emptied_meanwhile_by_another_sweep_is_no_error(tmp_path, monkeypatch):
+    import os
+
+    from stsc.sandbox.common import remove_tree
+
+    root = tmp_path / "sandbox"
+    (root / "home" / "sub").mkdir(parents=True)
+    for name in ("a", "b", "sub/c"):
+        (root / "home" / name).write_text(name)
+    unlink = os.unlink
+
+    def removed_first_by_another(name, *, dir_fd=None):  # the other sweep wins every file
+        unlink(name, dir_fd=dir_fd)
+        raise FileNotFoundError(2, "No such file or directory", name)
+
+    monkeypatch.setattr(os, "unlink", removed_first_by_another)
+    remove_tree(root)
+    assert not root.exists()
+    remove_tree(root)  # gone already: nothing to do
