@@ -7,15 +7,8 @@ whose ``failure`` is None when every enabled gate of ``ValidateConfig`` passes:
   and nothing on stderr;
 - ``gate_baseline_finite``: the baseline's score is a finite number;
 - ``gate_beatable``: the baseline is not already at the metric's optimum (``meta.metric_bounds``);
-- ``gate_exploit_probes``: evaluate.py refuses to score without ``$STSC_PRIVATE_DIR`` and refuses a
-  submission missing rows or repeating ids (even with the right row count); the baseline's
-  submission with its rows reversed scores exactly the baseline's score (labels matched by id, not
-  position); the sample submission and a constant prediction do not beat the baseline, nor do all
-  three score the same when the constant prediction differs from the baseline's (a score blind to
-  the predictions); the baseline's submission with blank predictions in most rows (all but those
-  closest to the labels) is refused, or scores below the baseline's submission, or no better than
-  with a constant or a wrong prediction in the blank cells (blank predictions are not dropped from
-  the score). Ids are read from the task's id column, the first column of ``private/answers.csv``;
+- ``gate_exploit_probes``: evaluate.py is not fooled by the submissions of ``stsc.synth.probes``
+  (no labels, missing or repeated ids, reversed rows, trivial predictions, blank predictions);
 - ``gate_no_leak``: no workspace file reveals the held-out labels (checked on file contents);
 - ``gate_runtime``: baseline plus evaluation finish within the task's ``training_timeout``;
 - ``gate_public_split`` (tasks with a public split): evaluate.py scores only the public test rows
@@ -43,7 +36,6 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from stsc.config import ValidateConfig
 from stsc.errors import EvaluationError, TaskFormatError
@@ -52,10 +44,6 @@ from stsc.store import atomic_write_text, read_json
 from stsc.synth.leaks import find_label_leaks, id_key
 from stsc.synth.task import BUILD, META_FILE, PRIVATE, WORKSPACE, Task, check_task_folder, load_task
 from stsc.synth.template import ANSWERS, PUBLIC_IDS, public_count
-
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
 
 TAIL_CHARS = 3000
 PREPARE_OUTPUTS = (f"{WORKSPACE}/data", f"{WORKSPACE}/sample_submission.csv", PRIVATE)
@@ -116,7 +104,8 @@ def tail(text: str, n: int = TAIL_CHARS) -> str:
     return text if len(text) <= n else "[...]\n" + text[-n:]
 
 
-def _failure(step: Step, message: str, result: ExecResult | None = None, listing: str = "") -> Failure:
+def command_failure(step: Step, message: str, result: ExecResult | None = None, listing: str = "") -> Failure:
+    """A ``Failure`` carrying the exit code and output tails of the command ``result`` (if any)."""
     if result is None:
         return Failure(step, message, listing=listing)
     return Failure(step, message, result.exit_code, tail(result.stdout), tail(result.stderr), listing)
@@ -164,10 +153,12 @@ def build_data(folder: Path, factory: SandboxFactory, timeout: float, label: str
         result = sandbox.exec("python prepare.py", timeout=timeout)
         if not result.ok:
             why = "timed out" if result.timed_out else "failed"
-            return _failure(Step.PREPARE, f"`python prepare.py` {why}", result, _listing(sandbox))
+            return command_failure(Step.PREPARE, f"`python prepare.py` {why}", result, _listing(sandbox))
         missing = [p for p in PREPARE_OUTPUTS if not sandbox.exec(f"test -e {p}", timeout=30).ok]
         if missing:
-            return _failure(Step.PREPARE, f"prepare.py did not write {missing}", result, _listing(sandbox))
+            return command_failure(
+                Step.PREPARE, f"prepare.py did not write {missing}", result, _listing(sandbox)
+            )
         for rel in PREPARE_OUTPUTS:
             target = folder / rel
             if target.is_dir():
@@ -228,7 +219,7 @@ def _draw_public_ids(folder: Path) -> Failure | None:
     return None
 
 
-def _same_score(a: float, b: float) -> bool:
+def same_score(a: float, b: float) -> bool:
     """Equal up to floating-point noise: what two evaluations of equivalent submissions must give."""
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
@@ -239,9 +230,10 @@ def _csv_cell(value: str) -> str:
     return out.getvalue()
 
 
-def _evaluate(
+def run_evaluation(
     sandbox: Sandbox, task: Task, submission: str, timeout: float, split: str = "submit"
 ) -> ExecResult:
+    """evaluate.py on the workspace file ``submission``, with the private labels, scoring ``split``."""
     return sandbox.evaluate(
         f"python {task.config.evaluation_paths[0]} --submission_file {submission}",
         task.private,
@@ -277,23 +269,27 @@ def check_task(folder: Path, cfg: ValidateConfig, factory: SandboxFactory, label
 
 
 def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult:
+    from stsc.synth.probes import exploit_probes, reordered_probe  # they use this module's helpers
+
     timeout = cfg.timeout_s
     baseline = sandbox.exec(f"python {task.config.baseline_paths[0]}", timeout=timeout)
     if not baseline.ok:
         why = "timed out" if baseline.timed_out else "failed"
         return CheckResult(
-            _failure(
+            command_failure(
                 Step.BASELINE, f"`python {task.config.baseline_paths[0]}` {why}", baseline, _listing(sandbox)
             )
         )
     if not sandbox.exec("test -f submission.csv", timeout=30).ok:
         return CheckResult(
-            _failure(Step.BASELINE, "the baseline did not write submission.csv", baseline, _listing(sandbox))
+            command_failure(
+                Step.BASELINE, "the baseline did not write submission.csv", baseline, _listing(sandbox)
+            )
         )
-    scored = _evaluate(sandbox, task, "submission.csv", timeout)
+    scored = run_evaluation(sandbox, task, "submission.csv", timeout)
     if not scored.ok:
         return CheckResult(
-            _failure(
+            command_failure(
                 Step.EVALUATE,
                 "evaluate.py failed on the baseline's submission.csv",
                 scored,
@@ -303,24 +299,24 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
     try:
         metrics = parse_metrics(scored, task.meta.metric, strict=cfg.gate_json_output)
     except EvaluationError as e:
-        return CheckResult(_failure(Step.JSON_OUTPUT, str(e), scored))
+        return CheckResult(command_failure(Step.JSON_OUTPUT, str(e), scored))
     score = metrics[task.meta.metric]
     result = CheckResult(
         None, metrics, baseline_score=score, runtime_s=baseline.duration_s + scored.duration_s
     )
     if cfg.gate_exploit_probes and math.isfinite(score):
-        result.failure = _reordered_probe(task, sandbox, score, timeout, result.probes)
+        result.failure = reordered_probe(task, sandbox, score, timeout, result.probes)
         if result.failure is not None:
             return result
     if task.meta.public_split:
-        public = _evaluate(sandbox, task, "submission.csv", timeout, split="validate")
+        public = run_evaluation(sandbox, task, "submission.csv", timeout, split="validate")
         why = f"evaluate.py failed on the public rows ({SCORE_SPLIT_ENV}=validate)"
         if not public.ok:
-            return CheckResult(_failure(Step.EVALUATE, f"{why}: exit code {public.exit_code}", public))
+            return CheckResult(command_failure(Step.EVALUATE, f"{why}: exit code {public.exit_code}", public))
         try:
             result.public_metrics = parse_metrics(public, task.meta.metric, strict=cfg.gate_json_output)
         except EvaluationError as e:
-            return CheckResult(_failure(Step.EVALUATE, f"{why}: {e}", public))
+            return CheckResult(command_failure(Step.EVALUATE, f"{why}: {e}", public))
         if cfg.gate_public_split:
             result.failure = _split_honoured(task, sandbox, result, timeout)
             if result.failure is not None:
@@ -336,7 +332,7 @@ def _run_gates(task: Task, sandbox: Sandbox, cfg: ValidateConfig) -> CheckResult
             f"{task.meta.metric_bounds}); the task leaves nothing to improve",
         )
     elif cfg.gate_exploit_probes:
-        result.failure = _exploit_probes(task, sandbox, score, timeout, result.probes)
+        result.failure = exploit_probes(task, sandbox, score, timeout, result.probes)
     if result.failure is None and cfg.gate_runtime and result.runtime_s > task.config.training_timeout:
         result.failure = Failure(
             Step.RUNTIME,
@@ -380,11 +376,11 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
         ("submit", "probe_split.csv"),
         ("submit", sample_rel),
     ]:
-        run = _evaluate(sandbox, task, rel, timeout, split=split)
+        run = run_evaluation(sandbox, task, rel, timeout, split=split)
         try:
             scores[split, rel] = parse_metrics(run, metric, strict=False)[metric]
         except EvaluationError as e:
-            return _failure(
+            return command_failure(
                 Step.PUBLIC_SPLIT, f"evaluate.py failed on {rel} with {SCORE_SPLIT_ENV}={split}: {e}", run
             )
     expected = [
@@ -393,318 +389,11 @@ def _split_honoured(task: Task, sandbox: Sandbox, result: CheckResult, timeout: 
     ]
     for split, want, what, rows in expected:
         got = scores[split, "probe_split.csv"]
-        if not _same_score(got, want):
+        if not same_score(got, want):
             return Failure(
                 Step.PUBLIC_SPLIT,
                 f"evaluate.py does not honour the public split: with {SCORE_SPLIT_ENV}={split}, a submission "
                 f"equal to the baseline's on the ids in {PRIVATE}/{PUBLIC_IDS} and to the sample submission "
                 f"elsewhere scored {metric}={got}, not {want} ({what}); {split} must score only the {rows}",
             )
-    return None
-
-
-def submission_id_column(task: Task, columns: list[str]) -> str:
-    """Which of a submission's ``columns`` holds the ids: the task's id column (the first column of
-    ``private/answers.csv``, where the task contract declares it) when the submission has it, else
-    the submission's first column."""
-    try:
-        with (task.private / ANSWERS).open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        header = []
-    return header[0] if header and header[0] in columns else str(columns[0])
-
-
-def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
-    """Probe files built from the sample submission: ``constant`` (one value per prediction column,
-    every column but the id: the training mode/mean of the target, else the sample's first value),
-    ``partial`` (the first half of the rows) and ``duplicated`` (as many rows as the sample, but the
-    first half of them twice and the rest missing)."""
-    import pandas as pd
-
-    sample = pd.read_csv(task.path / task.config.sample_submission)
-    train_path = task.workspace / "data" / "train.csv"
-    train = pd.read_csv(train_path) if train_path.is_file() else None
-    constant = sample.copy()
-    id_column = submission_id_column(task, [str(c) for c in sample.columns])
-    for column in (c for c in sample.columns if c != id_column):
-        value = sample[column].iloc[0] if len(sample) else 0
-        if column == task.meta.target and train is not None and column in train.columns:
-            labels = train[column].dropna()
-            if len(labels):
-                value = labels.mode().iloc[0] if task.meta.task_type != "regression" else float(labels.mean())
-        constant[column] = value
-    out = {name: out_dir / f"probe_{name}.csv" for name in ("constant", "partial", "duplicated")}
-    constant.to_csv(out["constant"], index=False)
-    half = len(sample) // 2
-    sample.iloc[:half].to_csv(out["partial"], index=False)
-    sample.iloc[[i % max(1, half) for i in range(len(sample))]].to_csv(out["duplicated"], index=False)
-    return out
-
-
-# Probe submissions evaluate.py must refuse, and what is wrong with each.
-REFUSED_PROBES = {
-    "partial": "missing half of the test ids",
-    "duplicated": "with the right number of rows that repeats some test ids and misses others",
-}
-
-
-def _exploit_probes(
-    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
-) -> Failure | None:
-    """Refusals first (no labels, missing rows), then trivial submissions against the baseline."""
-    unprivileged = sandbox.exec(
-        f"python {task.config.evaluation_paths[0]} --submission_file submission.csv", timeout=timeout
-    )
-    if unprivileged.ok:
-        return _failure(
-            Step.EXPLOIT,
-            "evaluate.py scored a submission without $STSC_PRIVATE_DIR; it must read the labels only from there",
-            unprivileged,
-        )
-    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
-        try:
-            files = probe_submissions(task, Path(tmp))
-        except (ValueError, UnicodeDecodeError) as e:
-            return Failure(
-                Step.SHAPE, f"sample_submission.csv or data/train.csv is not a readable CSV file: {e}"
-            )
-        for path in files.values():
-            sandbox.put(path, path.name)
-        for name, what in REFUSED_PROBES.items():
-            run = _evaluate(sandbox, task, files[name].name, timeout)
-            if run.ok:
-                return _failure(
-                    Step.EXPLOIT, f"evaluate.py accepted a submission {what}; it must exit non-zero", run
-                )
-        probes = {
-            "sample_submission": task.config.sample_submission.removeprefix(f"{WORKSPACE}/"),
-            "constant": files["constant"].name,
-        }
-        for name, rel in probes.items():
-            failure = _trivial_probe(task, sandbox, name, rel, baseline, timeout, seen)
-            if failure is not None:
-                return failure
-        failure = _blind_evaluator(task, sandbox, baseline, files["constant"], seen)
-        return failure or _blanked_probe(task, sandbox, baseline, files["constant"], timeout, seen)
-
-
-def _blind_evaluator(
-    task: Task, sandbox: Sandbox, baseline: float, constant: Path, seen: dict
-) -> Failure | None:
-    """An evaluator whose score does not depend on the predictions gives every valid submission the
-    same score: the baseline's, the sample's and the constant probe's all equal although the constant
-    probe predicts differently from the baseline."""
-    import pandas as pd
-
-    scores = [seen.get("sample_submission"), seen.get("constant")]
-    if not all(isinstance(v, float) and _same_score(v, baseline) for v in scores):
-        return None
-    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
-        sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
-        try:
-            ours = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
-            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
-            id_column = submission_id_column(task, list(probe.columns))
-            joined = ours.merge(probe, on=id_column, suffixes=("", "_probe"))
-            columns = [c for c in probe.columns if c != id_column and c in ours.columns]
-            differ = any((joined[c] != joined[f"{c}_probe"]).any() for c in columns)
-        except (ValueError, KeyError, UnicodeDecodeError):
-            return None  # the submissions cannot be compared: no evidence either way
-    if not differ:
-        return None
-    return Failure(
-        Step.EXPLOIT,
-        f"evaluate.py gives the baseline's submission, the sample submission and a constant prediction "
-        f"the same {task.meta.metric}={baseline}: its score does not depend on the predictions",
-    )
-
-
-BLANKED_KEPT = 0.25  # share of the scored rows whose predictions the blanked probe keeps
-
-
-def _row_errors(task: Task, submission: pd.DataFrame, id_column: str, columns: list[str]) -> np.ndarray:
-    """How far each row's predictions are from its labels in ``private/answers.csv``: per prediction
-    column the answers also hold, 0/1 for a wrong class (or text), else the absolute error over the
-    labels' standard deviation; summed over those columns (all 0 when there are none) and infinite
-    for an id the answers lack or a prediction that is not a number where the label is one."""
-    import numpy as np
-    import pandas as pd
-
-    truth = pd.read_csv(task.private / ANSWERS, dtype=str, keep_default_na=False)
-    truth.index = truth[truth.columns[0]].map(id_key)
-    truth = truth[~truth.index.duplicated()]
-    keys = submission[id_column].map(id_key)
-    errors = np.where(keys.isin(truth.index), 0.0, np.inf)
-    for column in (c for c in columns if c in truth.columns[1:]):
-        got = submission[column].reset_index(drop=True)
-        numbers = pd.to_numeric(truth[column], errors="coerce")
-        if numbers.notna().all():
-            scale = float(numbers.std()) if numbers.std() > 0 else 1.0
-            want = numbers.reindex(keys).reset_index(drop=True)
-            miss = ((pd.to_numeric(got, errors="coerce") - want).abs() / scale).fillna(np.inf)
-        else:
-            miss = got.map(id_key) != truth[column].reindex(keys).reset_index(drop=True).map(id_key)
-        errors = errors + miss.to_numpy(dtype=float)
-    return errors
-
-
-def _junk(values: pd.Series) -> str:
-    """A prediction unlike every label: far below the range of ``values`` when they are numbers
-    (class codes included), else text none of them is."""
-    import pandas as pd
-
-    numbers = pd.to_numeric(values, errors="coerce")
-    if len(numbers) and numbers.notna().all() and math.isfinite(float(numbers.abs().max())):
-        return f"{-1000.0 * (1.0 + float(numbers.abs().max())):.0f}"
-    return "no-such-label"
-
-
-def _blanked_submissions(
-    task: Task, submission: pd.DataFrame, constant: pd.DataFrame
-) -> tuple[dict[str, pd.DataFrame], int]:
-    """From the baseline's ``submission``: the ``BLANKED_KEPT`` share of the scored rows (those of
-    the submit split) whose predictions are closest to the labels keep them; every other row gets
-    blank prediction cells (``blanked``), the ``constant`` probe's predictions
-    (``blanked_constant``) or a prediction unlike every label (``blanked_junk``). Also returns how
-    many rows keep their predictions (0: nothing to blank)."""
-    import pandas as pd
-
-    id_column = submission_id_column(task, list(submission.columns))
-    columns = [c for c in submission.columns if c != id_column]
-    keys = submission[id_column].map(id_key)
-    scored = pd.Series(bool(columns), index=submission.index)
-    if (task.private / PUBLIC_IDS).is_file():
-        public = pd.read_csv(task.private / PUBLIC_IDS, dtype=str, keep_default_na=False)
-        scored &= ~keys.isin(set(public[public.columns[0]].map(id_key)))
-    errors = pd.Series(_row_errors(task, submission, id_column, columns), index=submission.index)
-    kept = errors[scored].sort_values(kind="stable").index[: math.ceil(BLANKED_KEPT * int(scored.sum()))]
-    others = ~submission.index.isin(kept)
-    frames = {name: submission.copy() for name in ("blanked", "blanked_constant", "blanked_junk")}
-    for column in columns:
-        frames["blanked"].loc[others, column] = ""
-        frames["blanked_junk"].loc[others, column] = _junk(submission[column])
-        if column in constant.columns and len(constant):
-            frames["blanked_constant"].loc[others, column] = constant[column].iloc[0]
-    return frames, len(kept)
-
-
-def _probe_score(task: Task, sandbox: Sandbox, rel: str, timeout: float, seen: dict) -> float | None:
-    """The finite score evaluate.py gives the probe file ``rel``, or None (refused, no score)."""
-    run = _evaluate(sandbox, task, rel, timeout)
-    try:
-        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
-    except EvaluationError:
-        value = None
-    seen[rel.removeprefix("probe_").removesuffix(".csv")] = "rejected" if value is None else value
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _worse(task: Task, a: float, b: float) -> bool:
-    """Score ``a`` is worse than ``b`` beyond floating-point noise, in the task's direction."""
-    return task.meta.is_better(b, a) and not _same_score(a, b)
-
-
-def _blanked_probe(
-    task: Task, sandbox: Sandbox, baseline: float, constant: Path, timeout: float, seen: dict
-) -> Failure | None:
-    """The baseline's submission with blank predictions in all rows but the quarter of the scored
-    rows closest to the labels (what an agent sure of some rows would keep). An evaluator that
-    drops blank predictions and scores the rest gives it at least the baseline's score, and more
-    than the same rows with a constant prediction or one unlike every label in the blank cells. A
-    sound one refuses it, scores it worse than the baseline, or scores a blank no better than one of
-    those: like a prediction of its own (a fallback) or like a wrong one. Macro-averaged scores can
-    rise when wrong predictions become blanks, hence the comparisons."""
-    import pandas as pd
-
-    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
-        sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
-        try:
-            submission = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
-            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
-            frames, kept = _blanked_submissions(task, submission, probe)
-        except (ValueError, KeyError, UnicodeDecodeError, OSError):
-            return None  # unreadable submissions or answers fail other steps: no evidence here
-        for name, frame in frames.items():
-            frame.to_csv(Path(tmp) / f"probe_{name}.csv", index=False)
-            sandbox.put(Path(tmp) / f"probe_{name}.csv", f"probe_{name}.csv")
-    blank = _probe_score(task, sandbox, "probe_blanked.csv", timeout, seen) if kept else None
-    if blank is None or _worse(task, blank, baseline):
-        return None
-    filled = {
-        what: _probe_score(task, sandbox, f"probe_blanked_{name}.csv", timeout, seen)
-        for name, what in (("constant", "a constant prediction"), ("junk", "a prediction unlike every label"))
-    }
-    scored = {what: value for what, value in filled.items() if value is not None}
-    if not scored or not all(_worse(task, value, blank) for value in scored.values()):
-        return None
-    metric = task.meta.metric
-    others = " and ".join(f"{metric}={value} with {what}" for what, value in scored.items())
-    return Failure(
-        Step.EXPLOIT,
-        f"evaluate.py scored the baseline's submission with blank predictions in all but {kept} of the "
-        f"scored rows {metric}={blank}, no worse than the full submission's {baseline} and better than "
-        f"{others} in the blank cells: it drops blank predictions and scores only the rest, so a "
-        "submission could leave out every row it is unsure of; it must exit non-zero on a blank or "
-        "missing prediction (or score it as wrong)",
-    )
-
-
-def _reordered_probe(
-    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
-) -> Failure | None:
-    """The baseline's submission with its rows in reverse order must score exactly the baseline's
-    score: an evaluator that pairs predictions with labels by position, not by id, scores a
-    correct submission in another order as wrong (run before the public-split gate, which such an
-    evaluator would fail with a misleading message)."""
-    import pandas as pd
-
-    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
-        sandbox.get("submission.csv", Path(tmp) / "baseline_submission.csv")
-        try:
-            submission = pd.read_csv(Path(tmp) / "baseline_submission.csv")
-        except (ValueError, UnicodeDecodeError) as e:
-            return Failure(Step.BASELINE, f"the baseline's submission.csv is not a readable CSV file: {e}")
-        submission.iloc[::-1].to_csv(Path(tmp) / "probe_reordered.csv", index=False)
-        sandbox.put(Path(tmp) / "probe_reordered.csv", "probe_reordered.csv")
-    run = _evaluate(sandbox, task, "probe_reordered.csv", timeout)
-    try:
-        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
-    except EvaluationError:
-        value = None
-    seen["reordered"] = "rejected" if value is None else value
-    if value is None or not _same_score(value, baseline):
-        got = "was rejected" if value is None else f"scored {task.meta.metric}={value}"
-        return _failure(
-            Step.EXPLOIT,
-            f"the baseline's submission with its rows in reverse order {got}, not the baseline's {baseline}; "
-            "evaluate.py must match predictions to labels by the id column, not by row position",
-            run,
-        )
-    return None
-
-
-def _trivial_probe(
-    task: Task, sandbox: Sandbox, name: str, rel: str, baseline: float, timeout: float, seen: dict
-) -> Failure | None:
-    run = _evaluate(sandbox, task, rel, timeout)
-    if name == "sample_submission" and not run.ok:
-        return _failure(
-            Step.EVALUATE,
-            "evaluate.py rejects sample_submission.csv; the sample must be a valid submission",
-            run,
-        )
-    try:
-        seen[name] = (
-            parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else "rejected"
-        )
-    except EvaluationError as e:
-        seen[name] = f"unparsed: {e}"
-    value = seen[name]
-    if isinstance(value, float) and task.meta.is_better(value, baseline):
-        return Failure(
-            Step.EXPLOIT,
-            f"the {name} probe scores {task.meta.metric}={value}, better than the baseline's {baseline}; "
-            "a trivial submission must not beat the baseline",
-        )
     return None

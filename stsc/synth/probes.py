@@ -1,0 +1,349 @@
+"""The exploit probes of ``gate_exploit_probes`` (see ``stsc.synth.checks``): submissions built to
+catch an evaluate.py that can be gamed, run in the task's sandbox after the baseline.
+
+- evaluate.py must refuse to score without ``$STSC_PRIVATE_DIR`` and refuse a submission missing
+  rows or repeating ids (even with the right row count);
+- the baseline's submission with its rows reversed scores exactly the baseline's score (labels
+  matched by id, not position);
+- the sample submission and a constant prediction do not beat the baseline, nor do all three score
+  the same when the constant prediction differs from the baseline's (a score blind to the
+  predictions);
+- the baseline's submission with blank predictions in most rows (all but those closest to the
+  labels) is refused, or scores below the baseline's submission, or no better than with a constant
+  or a wrong prediction in the blank cells (blank predictions are not dropped from the score).
+
+Ids are read from the task's id column, the first column of ``private/answers.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stsc.errors import EvaluationError
+from stsc.sandbox.base import Sandbox
+from stsc.synth.checks import (
+    Failure,
+    Step,
+    command_failure,
+    parse_metrics,
+    run_evaluation,
+    same_score,
+)
+from stsc.synth.leaks import id_key
+from stsc.synth.task import WORKSPACE, Task
+from stsc.synth.template import ANSWERS, PUBLIC_IDS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+
+def submission_id_column(task: Task, columns: list[str]) -> str:
+    """Which of a submission's ``columns`` holds the ids: the task's id column (the first column of
+    ``private/answers.csv``, where the task contract declares it) when the submission has it, else
+    the submission's first column."""
+    try:
+        with (task.private / ANSWERS).open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        header = []
+    return header[0] if header and header[0] in columns else str(columns[0])
+
+
+def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
+    """Probe files built from the sample submission: ``constant`` (one value per prediction column,
+    every column but the id: the training mode/mean of the target, else the sample's first value),
+    ``partial`` (the first half of the rows) and ``duplicated`` (as many rows as the sample, but the
+    first half of them twice and the rest missing)."""
+    import pandas as pd
+
+    sample = pd.read_csv(task.path / task.config.sample_submission)
+    train_path = task.workspace / "data" / "train.csv"
+    train = pd.read_csv(train_path) if train_path.is_file() else None
+    constant = sample.copy()
+    id_column = submission_id_column(task, [str(c) for c in sample.columns])
+    for column in (c for c in sample.columns if c != id_column):
+        value = sample[column].iloc[0] if len(sample) else 0
+        if column == task.meta.target and train is not None and column in train.columns:
+            labels = train[column].dropna()
+            if len(labels):
+                value = labels.mode().iloc[0] if task.meta.task_type != "regression" else float(labels.mean())
+        constant[column] = value
+    out = {name: out_dir / f"probe_{name}.csv" for name in ("constant", "partial", "duplicated")}
+    constant.to_csv(out["constant"], index=False)
+    half = len(sample) // 2
+    sample.iloc[:half].to_csv(out["partial"], index=False)
+    sample.iloc[[i % max(1, half) for i in range(len(sample))]].to_csv(out["duplicated"], index=False)
+    return out
+
+
+# Probe submissions evaluate.py must refuse, and what is wrong with each.
+REFUSED_PROBES = {
+    "partial": "missing half of the test ids",
+    "duplicated": "with the right number of rows that repeats some test ids and misses others",
+}
+
+
+def exploit_probes(
+    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
+) -> Failure | None:
+    """Refusals first (no labels, missing rows), then trivial submissions against the baseline."""
+    unprivileged = sandbox.exec(
+        f"python {task.config.evaluation_paths[0]} --submission_file submission.csv", timeout=timeout
+    )
+    if unprivileged.ok:
+        return command_failure(
+            Step.EXPLOIT,
+            "evaluate.py scored a submission without $STSC_PRIVATE_DIR; it must read the labels only from there",
+            unprivileged,
+        )
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        try:
+            files = probe_submissions(task, Path(tmp))
+        except (ValueError, UnicodeDecodeError) as e:
+            return Failure(
+                Step.SHAPE, f"sample_submission.csv or data/train.csv is not a readable CSV file: {e}"
+            )
+        for path in files.values():
+            sandbox.put(path, path.name)
+        for name, what in REFUSED_PROBES.items():
+            run = run_evaluation(sandbox, task, files[name].name, timeout)
+            if run.ok:
+                return command_failure(
+                    Step.EXPLOIT, f"evaluate.py accepted a submission {what}; it must exit non-zero", run
+                )
+        probes = {
+            "sample_submission": task.config.sample_submission.removeprefix(f"{WORKSPACE}/"),
+            "constant": files["constant"].name,
+        }
+        for name, rel in probes.items():
+            failure = _trivial_probe(task, sandbox, name, rel, baseline, timeout, seen)
+            if failure is not None:
+                return failure
+        failure = _blind_evaluator(task, sandbox, baseline, files["constant"], seen)
+        return failure or _blanked_probe(task, sandbox, baseline, files["constant"], timeout, seen)
+
+
+def _blind_evaluator(
+    task: Task, sandbox: Sandbox, baseline: float, constant: Path, seen: dict
+) -> Failure | None:
+    """An evaluator whose score does not depend on the predictions gives every valid submission the
+    same score: the baseline's, the sample's and the constant probe's all equal although the constant
+    probe predicts differently from the baseline."""
+    import pandas as pd
+
+    scores = [seen.get("sample_submission"), seen.get("constant")]
+    if not all(isinstance(v, float) and same_score(v, baseline) for v in scores):
+        return None
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
+        try:
+            ours = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
+            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
+            id_column = submission_id_column(task, list(probe.columns))
+            joined = ours.merge(probe, on=id_column, suffixes=("", "_probe"))
+            columns = [c for c in probe.columns if c != id_column and c in ours.columns]
+            differ = any((joined[c] != joined[f"{c}_probe"]).any() for c in columns)
+        except (ValueError, KeyError, UnicodeDecodeError):
+            return None  # the submissions cannot be compared: no evidence either way
+    if not differ:
+        return None
+    return Failure(
+        Step.EXPLOIT,
+        f"evaluate.py gives the baseline's submission, the sample submission and a constant prediction "
+        f"the same {task.meta.metric}={baseline}: its score does not depend on the predictions",
+    )
+
+
+BLANKED_KEPT = 0.25  # share of the scored rows whose predictions the blanked probe keeps
+
+
+def _row_errors(task: Task, submission: pd.DataFrame, id_column: str, columns: list[str]) -> np.ndarray:
+    """How far each row's predictions are from its labels in ``private/answers.csv``: per prediction
+    column the answers also hold, 0/1 for a wrong class (or text), else the absolute error over the
+    labels' standard deviation; summed over those columns (all 0 when there are none) and infinite
+    for an id the answers lack or a prediction that is not a number where the label is one."""
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.read_csv(task.private / ANSWERS, dtype=str, keep_default_na=False)
+    truth.index = truth[truth.columns[0]].map(id_key)
+    truth = truth[~truth.index.duplicated()]
+    keys = submission[id_column].map(id_key)
+    errors = np.where(keys.isin(truth.index), 0.0, np.inf)
+    for column in (c for c in columns if c in truth.columns[1:]):
+        got = submission[column].reset_index(drop=True)
+        numbers = pd.to_numeric(truth[column], errors="coerce")
+        if numbers.notna().all():
+            scale = float(numbers.std()) if numbers.std() > 0 else 1.0
+            want = numbers.reindex(keys).reset_index(drop=True)
+            miss = ((pd.to_numeric(got, errors="coerce") - want).abs() / scale).fillna(np.inf)
+        else:
+            miss = got.map(id_key) != truth[column].reindex(keys).reset_index(drop=True).map(id_key)
+        errors = errors + miss.to_numpy(dtype=float)
+    return errors
+
+
+def _junk(values: pd.Series) -> str:
+    """A prediction unlike every label: far below the range of ``values`` when they are numbers
+    (class codes included), else text none of them is."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    if len(numbers) and numbers.notna().all() and math.isfinite(float(numbers.abs().max())):
+        return f"{-1000.0 * (1.0 + float(numbers.abs().max())):.0f}"
+    return "no-such-label"
+
+
+def _blanked_submissions(
+    task: Task, submission: pd.DataFrame, constant: pd.DataFrame
+) -> tuple[dict[str, pd.DataFrame], int]:
+    """From the baseline's ``submission``: the ``BLANKED_KEPT`` share of the scored rows (those of
+    the submit split) whose predictions are closest to the labels keep them; every other row gets
+    blank prediction cells (``blanked``), the ``constant`` probe's predictions
+    (``blanked_constant``) or a prediction unlike every label (``blanked_junk``). Also returns how
+    many rows keep their predictions (0: nothing to blank)."""
+    import pandas as pd
+
+    id_column = submission_id_column(task, list(submission.columns))
+    columns = [c for c in submission.columns if c != id_column]
+    keys = submission[id_column].map(id_key)
+    scored = pd.Series(bool(columns), index=submission.index)
+    if (task.private / PUBLIC_IDS).is_file():
+        public = pd.read_csv(task.private / PUBLIC_IDS, dtype=str, keep_default_na=False)
+        scored &= ~keys.isin(set(public[public.columns[0]].map(id_key)))
+    errors = pd.Series(_row_errors(task, submission, id_column, columns), index=submission.index)
+    kept = errors[scored].sort_values(kind="stable").index[: math.ceil(BLANKED_KEPT * int(scored.sum()))]
+    others = ~submission.index.isin(kept)
+    frames = {name: submission.copy() for name in ("blanked", "blanked_constant", "blanked_junk")}
+    for column in columns:
+        frames["blanked"].loc[others, column] = ""
+        frames["blanked_junk"].loc[others, column] = _junk(submission[column])
+        if column in constant.columns and len(constant):
+            frames["blanked_constant"].loc[others, column] = constant[column].iloc[0]
+    return frames, len(kept)
+
+
+def _probe_score(task: Task, sandbox: Sandbox, rel: str, timeout: float, seen: dict) -> float | None:
+    """The finite score evaluate.py gives the probe file ``rel``, or None (refused, no score)."""
+    run = run_evaluation(sandbox, task, rel, timeout)
+    try:
+        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
+    except EvaluationError:
+        value = None
+    seen[rel.removeprefix("probe_").removesuffix(".csv")] = "rejected" if value is None else value
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _worse(task: Task, a: float, b: float) -> bool:
+    """Score ``a`` is worse than ``b`` beyond floating-point noise, in the task's direction."""
+    return task.meta.is_better(b, a) and not same_score(a, b)
+
+
+def _blanked_probe(
+    task: Task, sandbox: Sandbox, baseline: float, constant: Path, timeout: float, seen: dict
+) -> Failure | None:
+    """The baseline's submission with blank predictions in all rows but the quarter of the scored
+    rows closest to the labels (what an agent sure of some rows would keep). An evaluator that
+    drops blank predictions and scores the rest gives it at least the baseline's score, and more
+    than the same rows with a constant prediction or one unlike every label in the blank cells. A
+    sound one refuses it, scores it worse than the baseline, or scores a blank no better than one of
+    those: like a prediction of its own (a fallback) or like a wrong one. Macro-averaged scores can
+    rise when wrong predictions become blanks, hence the comparisons."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
+        try:
+            submission = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
+            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
+            frames, kept = _blanked_submissions(task, submission, probe)
+        except (ValueError, KeyError, UnicodeDecodeError, OSError):
+            return None  # unreadable submissions or answers fail other steps: no evidence here
+        for name, frame in frames.items():
+            frame.to_csv(Path(tmp) / f"probe_{name}.csv", index=False)
+            sandbox.put(Path(tmp) / f"probe_{name}.csv", f"probe_{name}.csv")
+    blank = _probe_score(task, sandbox, "probe_blanked.csv", timeout, seen) if kept else None
+    if blank is None or _worse(task, blank, baseline):
+        return None
+    filled = {
+        what: _probe_score(task, sandbox, f"probe_blanked_{name}.csv", timeout, seen)
+        for name, what in (("constant", "a constant prediction"), ("junk", "a prediction unlike every label"))
+    }
+    scored = {what: value for what, value in filled.items() if value is not None}
+    if not scored or not all(_worse(task, value, blank) for value in scored.values()):
+        return None
+    metric = task.meta.metric
+    others = " and ".join(f"{metric}={value} with {what}" for what, value in scored.items())
+    return Failure(
+        Step.EXPLOIT,
+        f"evaluate.py scored the baseline's submission with blank predictions in all but {kept} of the "
+        f"scored rows {metric}={blank}, no worse than the full submission's {baseline} and better than "
+        f"{others} in the blank cells: it drops blank predictions and scores only the rest, so a "
+        "submission could leave out every row it is unsure of; it must exit non-zero on a blank or "
+        "missing prediction (or score it as wrong)",
+    )
+
+
+def reordered_probe(
+    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
+) -> Failure | None:
+    """The baseline's submission with its rows in reverse order must score exactly the baseline's
+    score: an evaluator that pairs predictions with labels by position, not by id, scores a
+    correct submission in another order as wrong (run before the public-split gate, which such an
+    evaluator would fail with a misleading message)."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
+        sandbox.get("submission.csv", Path(tmp) / "baseline_submission.csv")
+        try:
+            submission = pd.read_csv(Path(tmp) / "baseline_submission.csv")
+        except (ValueError, UnicodeDecodeError) as e:
+            return Failure(Step.BASELINE, f"the baseline's submission.csv is not a readable CSV file: {e}")
+        submission.iloc[::-1].to_csv(Path(tmp) / "probe_reordered.csv", index=False)
+        sandbox.put(Path(tmp) / "probe_reordered.csv", "probe_reordered.csv")
+    run = run_evaluation(sandbox, task, "probe_reordered.csv", timeout)
+    try:
+        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
+    except EvaluationError:
+        value = None
+    seen["reordered"] = "rejected" if value is None else value
+    if value is None or not same_score(value, baseline):
+        got = "was rejected" if value is None else f"scored {task.meta.metric}={value}"
+        return command_failure(
+            Step.EXPLOIT,
+            f"the baseline's submission with its rows in reverse order {got}, not the baseline's {baseline}; "
+            "evaluate.py must match predictions to labels by the id column, not by row position",
+            run,
+        )
+    return None
+
+
+def _trivial_probe(
+    task: Task, sandbox: Sandbox, name: str, rel: str, baseline: float, timeout: float, seen: dict
+) -> Failure | None:
+    run = run_evaluation(sandbox, task, rel, timeout)
+    if name == "sample_submission" and not run.ok:
+        return command_failure(
+            Step.EVALUATE,
+            "evaluate.py rejects sample_submission.csv; the sample must be a valid submission",
+            run,
+        )
+    try:
+        seen[name] = (
+            parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else "rejected"
+        )
+    except EvaluationError as e:
+        seen[name] = f"unparsed: {e}"
+    value = seen[name]
+    if isinstance(value, float) and task.meta.is_better(value, baseline):
+        return Failure(
+            Step.EXPLOIT,
+            f"the {name} probe scores {task.meta.metric}={value}, better than the baseline's {baseline}; "
+            "a trivial submission must not beat the baseline",
+        )
+    return None
