@@ -20,6 +20,7 @@ so each time a factory is created.
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -334,17 +335,10 @@ class TaskCounter:
             return self._count[0]
 
 
-_COUNTERS: dict[int, TaskCounter] = {}
-_COUNTERS_LOCK = threading.Lock()
-
-
+@functools.cache
 def task_counter(uid: int) -> TaskCounter:
     """The process-wide counter for ``uid`` (every sandbox of that user shares it)."""
-    with _COUNTERS_LOCK:
-        counter = _COUNTERS.get(uid)
-        if counter is None:
-            counter = _COUNTERS[uid] = TaskCounter(uid)
-        return counter
+    return TaskCounter(uid)
 
 
 def rlimit_prologue(cfg: SandboxConfig, counted_uid: int | None) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stsc.errors import EvaluationError
-from stsc.sandbox.base import Sandbox
+from stsc.sandbox.base import ExecResult, Sandbox
 from stsc.synth.checks import (
     Failure,
     Step,
@@ -228,14 +228,23 @@ def _blanked_submissions(
     return frames, len(kept)
 
 
-def _probe_score(task: Task, sandbox: Sandbox, rel: str, timeout: float, seen: dict) -> float | None:
-    """The finite score evaluate.py gives the probe file ``rel``, or None (refused, no score)."""
+def _probe_run(
+    task: Task, sandbox: Sandbox, rel: str, timeout: float, seen: dict
+) -> tuple[ExecResult, float | None]:
+    """evaluate.py on the probe file ``rel``: the run and its score (None when refused or unparsed),
+    recorded in ``seen`` under the probe's name."""
     run = run_evaluation(sandbox, task, rel, timeout)
     try:
         value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
     except EvaluationError:
         value = None
     seen[rel.removeprefix("probe_").removesuffix(".csv")] = "rejected" if value is None else value
+    return run, value
+
+
+def _probe_score(task: Task, sandbox: Sandbox, rel: str, timeout: float, seen: dict) -> float | None:
+    """The finite score evaluate.py gives the probe file ``rel``, or None (refused, no score)."""
+    _, value = _probe_run(task, sandbox, rel, timeout, seen)
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -306,12 +315,7 @@ def reordered_probe(
             return Failure(Step.BASELINE, f"the baseline's submission.csv is not a readable CSV file: {e}")
         submission.iloc[::-1].to_csv(Path(tmp) / "probe_reordered.csv", index=False)
         sandbox.put(Path(tmp) / "probe_reordered.csv", "probe_reordered.csv")
-    run = run_evaluation(sandbox, task, "probe_reordered.csv", timeout)
-    try:
-        value = parse_metrics(run, task.meta.metric, strict=False)[task.meta.metric] if run.ok else None
-    except EvaluationError:
-        value = None
-    seen["reordered"] = "rejected" if value is None else value
+    run, value = _probe_run(task, sandbox, "probe_reordered.csv", timeout, seen)
     if value is None or not same_score(value, baseline):
         got = "was rejected" if value is None else f"scored {task.meta.metric}={value}"
         return command_failure(
