@@ -11,7 +11,9 @@ the CPU time of this process per step and, separately, that of the sandboxed com
 In the same run it then replays exactly the prompts the episodes sent (read back from their
 ``.traj`` histories) through bare ``litellm.acompletion``, at the same concurrency, against the
 same server: no sandbox, no agent, no stsc. That is the ceiling of any framework built on litellm
-on this machine, and its CPU per call is litellm's own share of the stage's CPU per step.
+in one process on this machine, and its CPU per call is litellm's own share of the stage's CPU per
+step. Last, the same replay split over ``--shards`` processes (default: one per core) started
+together: the ceiling when litellm's CPU is spread over every core, as a sharded collector would.
 
 With a fixed latency and a common start the replies come back in bursts of 64. The stage works
 through a burst ``rollout.step_turns`` episodes at a time (default two per core), so the first
@@ -173,6 +175,46 @@ def bare_litellm(episodes: list[list[list[dict[str, str]]]], base_url: str) -> t
     return time.perf_counter() - wall0, time.process_time() - cpu0, sum(len(p) for p in episodes)
 
 
+def sharded_litellm(
+    episodes: list[list[list[dict[str, str]]]], base_url: str, shards: int, tmp: Path
+) -> tuple[float, float, int]:
+    """(wall s, CPU s of all shards, calls) of ``bare_litellm`` run on ``episodes`` split over
+    ``shards`` processes; each imports litellm first, and all start together."""
+    procs = []
+    for i in range(shards):
+        path = tmp / f"shard-{i}.json"
+        path.write_text(json.dumps(episodes[i::shards]))
+        procs.append(subprocess.Popen([sys.executable, __file__, "--replay-shard", str(path), "--base-url", base_url],
+                                      cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
+    try:
+        for proc in procs:  # each says "ready" once litellm is imported
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        wall0 = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [json.loads(proc.stdout.readline()) for proc in procs if proc.stdout is not None]
+        wall = time.perf_counter() - wall0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return wall, sum(r["cpu"] for r in results), sum(r["calls"] for r in results)
+
+
+def replay_shard(path: Path, base_url: str) -> None:
+    """The child side of ``sharded_litellm``."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm  # noqa: F401
+
+    episodes = json.loads(path.read_text())
+    print("ready", flush=True)
+    sys.stdin.readline()
+    _, cpu, calls = bare_litellm(episodes, base_url)
+    print(json.dumps({"cpu": cpu, "calls": calls}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--episodes", type=int, default=64)
@@ -181,7 +223,14 @@ def main() -> None:
     parser.add_argument("--step-turns", type=int, default=0, help="rollout.step_turns (0: two per CPU core; "
                         "--episodes: no ordering)")  # fmt: skip
     parser.add_argument("--profile", type=int, default=0, help="print the N most expensive functions")
+    parser.add_argument("--shards", type=int, default=os.cpu_count() or 1,
+                        help="processes for the sharded bare-litellm replay (0: skip it)")  # fmt: skip
+    parser.add_argument("--replay-shard", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replay_shard:
+        replay_shard(args.replay_shard, args.base_url)
+        return
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -195,7 +244,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="stsc-bench-") as tmp:
             wall, cpu, loop, children, steps = run(args, Path(tmp), base_url)
             prompts = recorded_prompts(Path(tmp), config(Path(tmp), base_url, args))
-        bare_wall, bare_cpu, calls = bare_litellm(prompts, base_url)
+            bare_wall, bare_cpu, calls = bare_litellm(prompts, base_url)
+            sharded = sharded_litellm(prompts, base_url, args.shards, Path(tmp)) if args.shards else None
     finally:
         server.terminate()
         server.wait()
@@ -212,6 +262,10 @@ def main() -> None:
     print(f"  sandboxed commands' CPU {1000 * children / steps:.2f} ms per step (child processes)")
     print(f"bare litellm, the same {calls} prompts at the same concurrency: wall {bare_wall:.2f} s, "
           f"fraction {bare_fraction:.3f}, CPU {per_call:.2f} ms per call")  # fmt: skip
+    if sharded is not None:
+        shard_wall, shard_cpu, shard_calls = sharded
+        print(f"bare litellm over {args.shards} processes: wall {shard_wall:.2f} s, fraction "
+              f"{shard_calls / shard_wall / ideal:.3f}, CPU {1000 * shard_cpu / shard_calls:.2f} ms per call")  # fmt: skip
     print(f"stsc's own CPU per step (beyond litellm's): {per_step - per_call:.2f} ms")
     print(f"stsc fraction / bare litellm fraction: {fraction / bare_fraction:.3f}")
     print("targets: fraction >= 0.9, CPU <= 2 ms per step")
