@@ -8,9 +8,9 @@ catch an evaluate.py that can be gamed, run in the task's sandbox after the base
 - the sample submission and a constant prediction do not beat the baseline, nor do all three score
   the same when the constant prediction differs from the baseline's (a score blind to the
   predictions);
-- the baseline's submission with blank predictions in most rows (all but those closest to the
-  labels) is refused, or scores below the baseline's submission, or no better than with a constant
-  or a wrong prediction in the blank cells (blank predictions are not dropped from the score).
+- the baseline's submission with the true labels in a quarter of the scored rows and blank
+  predictions in the others is refused or scores worse than the true labels in every row (blank
+  predictions are not dropped from the score).
 
 Ids are read from the task's id column, the first column of ``private/answers.csv``.
 """
@@ -38,7 +38,6 @@ from stsc.synth.task import WORKSPACE, Task
 from stsc.synth.template import ANSWERS, PUBLIC_IDS
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 
@@ -125,7 +124,7 @@ def exploit_probes(
             if failure is not None:
                 return failure
         failure = _blind_evaluator(task, sandbox, baseline, files["constant"], seen)
-        return failure or _blanked_probe(task, sandbox, baseline, files["constant"], timeout, seen)
+        return failure or _blanked_probe(task, sandbox, baseline, timeout, seen)
 
 
 def _blind_evaluator(
@@ -159,73 +158,50 @@ def _blind_evaluator(
     )
 
 
-BLANKED_KEPT = 0.25  # share of the scored rows whose predictions the blanked probe keeps
+BLANKED_STEP = 4  # the blanked probe keeps the labels in every 4th scored row, in label order
 
 
-def _row_errors(task: Task, submission: pd.DataFrame, id_column: str, columns: list[str]) -> np.ndarray:
-    """How far each row's predictions are from its labels in ``private/answers.csv``: per prediction
-    column the answers also hold, 0/1 for a wrong class (or text), else the absolute error over the
-    labels' standard deviation; summed over those columns (all 0 when there are none) and infinite
-    for an id the answers lack or a prediction that is not a number where the label is one."""
-    import numpy as np
-    import pandas as pd
-
-    truth = pd.read_csv(task.private / ANSWERS, dtype=str, keep_default_na=False)
-    truth.index = truth[truth.columns[0]].map(id_key)
-    truth = truth[~truth.index.duplicated()]
-    keys = submission[id_column].map(id_key)
-    errors = np.where(keys.isin(truth.index), 0.0, np.inf)
-    for column in (c for c in columns if c in truth.columns[1:]):
-        got = submission[column].reset_index(drop=True)
-        numbers = pd.to_numeric(truth[column], errors="coerce")
-        if numbers.notna().all():
-            scale = float(numbers.std()) if numbers.std() > 0 else 1.0
-            want = numbers.reindex(keys).reset_index(drop=True)
-            miss = ((pd.to_numeric(got, errors="coerce") - want).abs() / scale).fillna(np.inf)
-        else:
-            miss = got.map(id_key) != truth[column].reindex(keys).reset_index(drop=True).map(id_key)
-        errors = errors + miss.to_numpy(dtype=float)
-    return errors
+def _label_columns(predictions: list[str], labels: list[str]) -> dict[str, str]:
+    """Which label column of ``private/answers.csv`` each prediction column of a submission
+    predicts: the one of the same name, or, with one prediction and one label column, that one."""
+    paired = {c: c for c in predictions if c in labels}
+    if not paired and len(predictions) == 1 and len(labels) == 1:
+        paired = {predictions[0]: labels[0]}
+    return paired
 
 
-def _junk(values: pd.Series) -> str:
-    """A prediction unlike every label: far below the range of ``values`` when they are numbers
-    (class codes included), else text none of them is."""
-    import pandas as pd
-
-    numbers = pd.to_numeric(values, errors="coerce")
-    if len(numbers) and numbers.notna().all() and math.isfinite(float(numbers.abs().max())):
-        return f"{-1000.0 * (1.0 + float(numbers.abs().max())):.0f}"
-    return "no-such-label"
-
-
-def _blanked_submissions(
-    task: Task, submission: pd.DataFrame, constant: pd.DataFrame
-) -> tuple[dict[str, pd.DataFrame], int]:
-    """From the baseline's ``submission``: the ``BLANKED_KEPT`` share of the scored rows (those of
-    the submit split) whose predictions are closest to the labels keep them; every other row gets
-    blank prediction cells (``blanked``), the ``constant`` probe's predictions
-    (``blanked_constant``) or a prediction unlike every label (``blanked_junk``). Also returns how
-    many rows keep their predictions (0: nothing to blank)."""
+def _blanked_submissions(task: Task, submission: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], int]:
+    """From the baseline's ``submission``: ``labels``, the labels of ``private/answers.csv`` in the
+    prediction columns they pair with (``_label_columns``), and ``blanked``, those labels in every
+    ``BLANKED_STEP``-th scored row (of the submit split) in label order and blank prediction cells in
+    every other row. Also returns how many rows keep their labels (0: no label column pairs with a
+    prediction column, or the submission's ids are not the answers': nothing to probe)."""
     import pandas as pd
 
     id_column = submission_id_column(task, list(submission.columns))
     columns = [c for c in submission.columns if c != id_column]
+    truth = pd.read_csv(task.private / ANSWERS, dtype=str, keep_default_na=False)
+    truth_id = truth.columns[0]
+    truth.index = truth[truth_id].map(id_key)
+    truth = truth[~truth.index.duplicated()]
+    pairs = _label_columns(columns, [c for c in truth.columns if c != truth_id])
     keys = submission[id_column].map(id_key)
-    scored = pd.Series(bool(columns), index=submission.index)
+    if not pairs or not keys.isin(truth.index).all():
+        return {}, 0
+    scored = pd.Series(True, index=submission.index)
     if (task.private / PUBLIC_IDS).is_file():
         public = pd.read_csv(task.private / PUBLIC_IDS, dtype=str, keep_default_na=False)
         scored &= ~keys.isin(set(public[public.columns[0]].map(id_key)))
-    errors = pd.Series(_row_errors(task, submission, id_column, columns), index=submission.index)
-    kept = errors[scored].sort_values(kind="stable").index[: math.ceil(BLANKED_KEPT * int(scored.sum()))]
-    others = ~submission.index.isin(kept)
-    frames = {name: submission.copy() for name in ("blanked", "blanked_constant", "blanked_junk")}
-    for column in columns:
-        frames["blanked"].loc[others, column] = ""
-        frames["blanked_junk"].loc[others, column] = _junk(submission[column])
-        if column in constant.columns and len(constant):
-            frames["blanked_constant"].loc[others, column] = constant[column].iloc[0]
-    return frames, len(kept)
+    labels = submission.copy()
+    for column, answer in pairs.items():
+        labels[column] = truth[answer].reindex(keys).to_numpy()
+    first = labels.loc[scored, next(iter(pairs))]
+    numbers = pd.to_numeric(first, errors="coerce")
+    order = (numbers if numbers.notna().all() else first).sort_values(kind="stable").index
+    kept = order[::BLANKED_STEP]
+    blanked = labels.copy()
+    blanked.loc[~blanked.index.isin(kept), columns] = ""
+    return {"blanked": blanked, "labels": labels}, len(kept)
 
 
 def _probe_run(
@@ -254,45 +230,39 @@ def _worse(task: Task, a: float, b: float) -> bool:
 
 
 def _blanked_probe(
-    task: Task, sandbox: Sandbox, baseline: float, constant: Path, timeout: float, seen: dict
+    task: Task, sandbox: Sandbox, baseline: float, timeout: float, seen: dict
 ) -> Failure | None:
-    """The baseline's submission with blank predictions in all rows but the quarter of the scored
-    rows closest to the labels (what an agent sure of some rows would keep). An evaluator that
-    drops blank predictions and scores the rest gives it at least the baseline's score, and more
-    than the same rows with a constant prediction or one unlike every label in the blank cells. A
-    sound one refuses it, scores it worse than the baseline, or scores a blank no better than one of
-    those: like a prediction of its own (a fallback) or like a wrong one. Macro-averaged scores can
-    rise when wrong predictions become blanks, hence the comparisons."""
+    """The baseline's submission with the true labels in a quarter of the scored rows, spread over
+    the labels, and blank predictions in all other rows (an agent sure of some rows would submit
+    those alone). An evaluator that drops blank predictions and scores the rest scores only rows
+    predicted perfectly: as well as the submission with the labels in every row, whatever the
+    metric. A sound one refuses it, or scores a blank as some prediction (a wrong one, or a fallback
+    of its own) and so below the labels. No evidence when the labels do not score better than the
+    baseline (a score blind to the predictions) or no prediction column pairs with a label column."""
     import pandas as pd
 
     with tempfile.TemporaryDirectory(prefix="stsc-probes-") as tmp:
         sandbox.get("submission.csv", Path(tmp) / "baseline.csv")
         try:
             submission = pd.read_csv(Path(tmp) / "baseline.csv", dtype=str, keep_default_na=False)
-            probe = pd.read_csv(constant, dtype=str, keep_default_na=False)
-            frames, kept = _blanked_submissions(task, submission, probe)
+            frames, kept = _blanked_submissions(task, submission)
         except (ValueError, KeyError, UnicodeDecodeError, OSError):
             return None  # unreadable submissions or answers fail other steps: no evidence here
         for name, frame in frames.items():
             frame.to_csv(Path(tmp) / f"probe_{name}.csv", index=False)
             sandbox.put(Path(tmp) / f"probe_{name}.csv", f"probe_{name}.csv")
     blank = _probe_score(task, sandbox, "probe_blanked.csv", timeout, seen) if kept else None
-    if blank is None or _worse(task, blank, baseline):
+    if blank is None:
         return None
-    filled = {
-        what: _probe_score(task, sandbox, f"probe_blanked_{name}.csv", timeout, seen)
-        for name, what in (("constant", "a constant prediction"), ("junk", "a prediction unlike every label"))
-    }
-    scored = {what: value for what, value in filled.items() if value is not None}
-    if not scored or not all(_worse(task, value, blank) for value in scored.values()):
+    labels = _probe_score(task, sandbox, "probe_labels.csv", timeout, seen)
+    if labels is None or not _worse(task, baseline, labels) or _worse(task, blank, labels):
         return None
     metric = task.meta.metric
-    others = " and ".join(f"{metric}={value} with {what}" for what, value in scored.items())
     return Failure(
         Step.EXPLOIT,
-        f"evaluate.py scored the baseline's submission with blank predictions in all but {kept} of the "
-        f"scored rows {metric}={blank}, no worse than the full submission's {baseline} and better than "
-        f"{others} in the blank cells: it drops blank predictions and scores only the rest, so a "
+        f"evaluate.py scored the baseline's submission with the true labels in {kept} of the scored "
+        f"rows and blank predictions in all others {metric}={blank}, no worse than the true labels in "
+        f"every row ({metric}={labels}): it drops blank predictions and scores only the rest, so a "
         "submission could leave out every row it is unsure of; it must exit non-zero on a blank or "
         "missing prediction (or score it as wrong)",
     )

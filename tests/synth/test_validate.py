@@ -7,6 +7,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -493,15 +494,58 @@ def test_an_evaluator_scoring_only_the_rows_with_a_prediction_is_rejected(templa
     result = _check(folder, tmp_path)
     assert result.failure is not None and result.failure.step == "gate:exploit_probes"
     assert "it drops blank predictions and scores only the rest" in result.failure.message
-    # the kept rows are the baseline's best: scored alone they beat its full submission
-    assert load_task(folder).meta.is_better(result.probes["blanked"], result.baseline_score)
+    # the rows kept hold the labels: scored alone they score like the labels in every row
+    assert result.probes["blanked"] == result.probes["labels"]
+
+
+# the template evaluator predicting the median label for a blank (a fallback of its own)
+FALLBACK = (
+    "[number(submitted[k], k) for k in keys]",
+    "[number(submitted[k], k) if submitted[k].strip() else sorted(y_true)[len(y_true) // 2] for k in keys]",
+)
+
+
+def test_an_evaluator_scoring_a_blank_as_a_fallback_prediction_is_accepted(template_library, tmp_path):
+    # for MAE the median beats the mean, the constant probe's prediction
+    folder = _task_copy(template_library, tmp_path, "sklearn-diabetes-progression-mae")
+    _edit(folder / "workspace" / "evaluate.py", *FALLBACK)
+    result = _check(folder, tmp_path)
+    assert result.failure is None, result.failure
+    assert result.probes["labels"] < result.probes["blanked"] < result.baseline_score
+
+
+def _amounts() -> pd.DataFrame:
+    """Positive amounts growing exponentially with one feature, with multiplicative noise (like
+    prices or counts): a shallow tree predicts the many small amounts closely and the few large
+    ones badly."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3))
+    amount = np.exp(1.5 * x[:, 0]) * (1 + 0.3 * rng.normal(size=300))
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "amount": amount})
+
+
+def test_an_r2_evaluator_scoring_only_the_rows_with_a_prediction_is_rejected(tmp_path):
+    # R^2 of the rows a weak baseline predicts best can be below its R^2 on every row: those rows
+    # can all have small amounts, whose spread is small too
+    target = TargetSpec(column="amount", task_type=TaskType.REGRESSION)
+    record = make_record("synthetic/amounts", _amounts(), [target], tmp_path / "tables")
+    generate = make_ctx(tmp_path, "generate", {"verify": write_verify_output(tmp_path, [record])})
+    cfg = root_config(tmp_path)
+    cfg.generator.tasks_per_dataset = 3
+    run_generate(cfg, generate)
+    folder = generate.out_dir / "tasks" / "synthetic-amounts-amount-r2"
+    assert _check(folder, tmp_path).failure is None, "the template R^2 evaluator is sound"
+    _edit(folder / "workspace" / "evaluate.py", SCORED_ROWS, DROP_BLANKS)
+    result = _check(folder, tmp_path)
+    assert result.failure is not None and result.failure.step == "gate:exploit_probes", result.probes
+    assert "it drops blank predictions and scores only the rest" in result.failure.message
 
 
 def test_blank_predictions_scoring_above_the_baseline_as_a_wrong_class_are_not_taken_for_dropped_ones(
     tmp_path,
 ):
     # macro-F1 over ten digits, a depth-1 baseline predicting two of them: a blank is one more
-    # (wrong) class, and turning wrong guesses into blanks lifts the precision of the guessed classes
+    # (wrong) class; with the labels in a quarter of the rows, that scores far above the baseline
     from sklearn.datasets import load_digits
 
     frame = load_digits(as_frame=True).frame.rename(columns={"target": "digit"})
@@ -513,8 +557,7 @@ def test_blank_predictions_scoring_above_the_baseline_as_a_wrong_class_are_not_t
     result = _check(folder, tmp_path)
     assert result.failure is None, result.failure
     probes = result.probes
-    assert probes["blanked"] > result.baseline_score and probes["blanked"] > probes["blanked_constant"]
-    assert probes["blanked_junk"] == probes["blanked"]
+    assert result.baseline_score < probes["blanked"] < probes["labels"] == 1.0
 
 
 # scores two label columns of an iris task (species and setosa-or-not); a blank cell is a wrong answer
