@@ -125,7 +125,9 @@ __stsc_dir=
 [ -n "$__stsc_dir" ] && { cd -- "$__stsc_dir" 2>/dev/null || cd -- "$__stsc_cwd"; }
 unset __stsc_dir
 __stsc_save() {
+  unset -f trap
   { export -p; declare -f; alias -p; } > "$__stsc_state.env" 2>/dev/null
+  __STSC_SHADOW__
   printf '%s' "$PWD" > "$__stsc_state.cwd" 2>/dev/null
 }
 """
@@ -146,6 +148,62 @@ REAPER = r"""__stsc_reap() {
     kill -9 $found 2>/dev/null
   done
 }"""
+# The command's own `trap ... EXIT` would replace the wrapper's trap (bash keeps one per signal),
+# losing the state save and the epilogue. So `trap` is shadowed in the command's shell: an EXIT
+# action is recorded and run by the wrapper's trap, after the save and before the epilogue, with
+# the command's status in $?; its `exit N` or a `set -e` failure in it sets the status, as in bash.
+# Other signals, options and subshells (which never run the wrapper's trap) go to the builtin.
+_SHADOW = 'trap() { local -; set +x; __stsc_trap "$@"; }'
+_TRAPS = r"""__stsc_exit_spec() { [[ ${1^^} == EXIT || $1 =~ ^0+$ ]]; }
+__STSC_SHADOW__
+__stsc_trap() {
+  local -a __stsc_args=("$@") __stsc_other=()
+  local __stsc_p= __stsc_a=- __stsc_s __stsc_x= __stsc_r=0
+  while [[ ${1-} == -?* ]]; do
+    case $1 in
+      --) shift; break ;;
+      -p) __stsc_p=1; shift ;;
+      *) builtin trap "${__stsc_args[@]}"; return ;;
+    esac
+  done
+  if (( $# == 0 )); then
+    __stsc_trap -p EXIT; builtin trap -p {1..64} DEBUG ERR RETURN 2>/dev/null; return 0
+  fi
+  if [[ -n $__stsc_p ]]; then
+    for __stsc_s; do
+      if __stsc_exit_spec "$__stsc_s" && [[ ${__stsc_trap_sub-} != "$BASHPID" ]]; then
+        [[ ! -v __stsc_trap_exit ]] || printf 'trap -- %s EXIT\n' "${__stsc_trap_exit@Q}"
+      else builtin trap -p "$__stsc_s" || __stsc_r=1
+      fi
+    done
+    return $__stsc_r
+  fi
+  [[ $1 =~ ^[0-9]+$ ]] || (( $# == 1 )) || { __stsc_a=$1; shift; }
+  for __stsc_s; do
+    if __stsc_exit_spec "$__stsc_s"; then __stsc_x=1; else __stsc_other+=("$__stsc_s"); fi
+  done
+  if [[ -z $__stsc_x || $BASHPID != "$$" ]]; then
+    [[ -z $__stsc_x ]] || __stsc_trap_sub=$BASHPID
+    builtin trap "${__stsc_args[@]}"; return
+  fi
+  if [[ $__stsc_a == - ]]; then unset -v __stsc_trap_exit; else __stsc_trap_exit=$__stsc_a; fi
+  (( ${#__stsc_other[@]} == 0 )) || builtin trap -- "$__stsc_a" "${__stsc_other[@]}"
+}
+__stsc_status() { return "$__stsc_rc"; }
+__stsc_on_exit() {
+  [[ -v __stsc_trap_exit ]] || return 0
+  declare -F exit >/dev/null || exit() {
+    local __stsc_s=$?
+    [[ $BASHPID != "$$" ]] || __stsc_finish "${1-$__stsc_rc}"
+    builtin exit "${1-$__stsc_s}"
+  }
+  [[ $- != *e* ]] || { set -E; builtin trap '__stsc_finish $?' ERR; }
+  if __stsc_status; then eval "$__stsc_trap_exit"; else eval "$__stsc_trap_exit"; fi
+}
+__stsc_finish() {
+  [[ $BASHPID == "$$" ]] || builtin exit "$1"
+  set +eEu; builtin trap - ERR; __stsc_end; builtin exit "$1"
+}"""
 _BODIES = {"argv": '"$@"', "eval": '__stsc_cmd=$1; set --; eval "$__stsc_cmd"'}
 
 
@@ -155,19 +213,23 @@ def wrapper_script(mode: str, prologue: str = "", epilogue: str = "", env_names:
     ``mode``: "argv" (run ARGS), "eval" (ARGS is one shell string) or "session" (ARGS is a state
     file prefix and a shell string: exported variables, functions, aliases and the directory left
     by the previous command replace the starting ones (``env_names``), the command runs in this
-    shell, and they are saved again on exit, ``exit N`` included).
+    shell, and they are saved again on exit, ``exit N`` included). In both shell modes an EXIT
+    trap the command sets runs when the command ends, after the save and before the epilogue, and
+    is not carried over; the name ``trap`` belongs to the wrapper (never saved as a function).
     """
     parts = ['__stsc_cwd=$1; shift; cd -- "$__stsc_cwd" || exit 1', prologue]
-    save = ""
     if mode == "session":
         names = " ".join(n for n in env_names if n.isidentifier()) or "__stsc_none"
-        parts.append(_RESTORE.replace("__STSC_UNSET__", names))
-        save = "__stsc_save; "
-        mode = "eval"
+        parts.append(_RESTORE.replace("__STSC_UNSET__", names).replace("__STSC_SHADOW__", _SHADOW))
     # Defined after the restore so stale copies saved by `declare -f` are replaced.
     parts.append(f"__stsc_end() {{ :; {epilogue}\n}}")
-    parts.append(f"trap '__stsc_rc=$?; {save}__stsc_end; exit $__stsc_rc' EXIT")
-    parts.append(_BODIES[mode])
+    if mode == "argv":
+        parts.append("trap '__stsc_rc=$?; __stsc_end; exit $__stsc_rc' EXIT")
+    else:
+        save = "__stsc_save || :; " if mode == "session" else ""
+        parts.append(_TRAPS.replace("__STSC_SHADOW__", _SHADOW))
+        parts.append(f"builtin trap '__stsc_rc=$?; {save}__stsc_on_exit; __stsc_finish \"$__stsc_rc\"' EXIT")
+    parts.append(_BODIES["argv" if mode == "argv" else "eval"])
     return "\n".join(p for p in parts if p)
 
 

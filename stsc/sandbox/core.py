@@ -226,7 +226,8 @@ class ReplayShell:
     variables, functions, aliases and directory the previous command left, runs the command in that
     shell and saves them again. A timed-out command is killed with all its processes and the shell
     continues from the state before it, so the session survives every timeout. Plain (unexported)
-    variables and shell options last for one command only.
+    variables, shell options and EXIT traps last for one command only (an EXIT trap runs when its
+    command ends, after the state is saved).
     """
 
     def __init__(self, sandbox: HostBoundSandbox, index: int):

@@ -111,6 +111,29 @@ def test_the_shell_keeps_directory_exports_and_functions_across_commands(sandbox
     )
 
 
+def test_the_shell_keeps_its_state_when_a_command_sets_its_own_exit_trap(sandbox):
+    shell = sandbox.shell()
+    first = shell.run("cd /tmp && export FOO=1 && trap 'echo bye' EXIT", timeout=30)
+    assert (first.exit_code, first.stdout) == (0, "bye\n")
+    after = shell.run('pwd; echo "$FOO"; trap -p EXIT', timeout=30)
+    assert after.stdout.splitlines() == ["/tmp", "1"], "the trap lasts for its command only"
+    assert shell.run("mkdir -p sub && cd sub; trap - EXIT; export BAR=2", timeout=30).ok
+    assert shell.run('pwd; echo "$FOO$BAR"', timeout=30).stdout.splitlines() == ["/tmp/sub", "12"]
+
+
+def test_a_commands_exit_trap_sees_its_status_and_may_change_it(sandbox):
+    shell = sandbox.shell()
+    kept = shell.run("trap 'echo \"status $?\"' EXIT INT; trap -p; exit 3", timeout=30)
+    listing = "trap -- 'echo \"status $?\"' EXIT\ntrap -- 'echo \"status $?\"' SIGINT\n"
+    assert (kept.exit_code, kept.stdout) == (3, listing + "status 3\n")
+    changed = shell.run("cd /tmp; trap -- 'echo bye; exit 7' EXIT; false", timeout=30)
+    assert (changed.exit_code, changed.stdout) == (7, "bye\n")
+    failed = shell.run("set -e; cd ..; trap 'echo a; false; echo b' EXIT", timeout=30)
+    assert (failed.exit_code, failed.stdout) == (1, "a\n"), "set -e applies inside the trap"
+    assert shell.cwd == "/"
+    assert sandbox.exec("trap 'echo $((1 + 1))' 0; exit 5", timeout=30).stdout == "2\n"
+
+
 def test_two_shells_do_not_share_state(sandbox):
     one, two = sandbox.shell(), sandbox.shell()
     one.run("cd data; export WHO=one", timeout=30)
