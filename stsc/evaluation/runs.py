@@ -2,9 +2,11 @@
 
 A run folder is named ``<model>__<taskId>__<agent>__t-<temp>__p-<top_p>__c-<cost>__install-<n>``
 followed by ``_run_<k>`` (stsc, MLGym's default) or ``__parallel_agents_run_<k>`` (MLGym's published
-benchmark runs). Model ids may contain ``-``, ``.``, ``_`` and stsc's ``--`` in place of ``/``; the
-task id and the agent config name never contain ``__``, so the name is parsed from the right and a
-model filter compares whole ids, never prefixes.
+benchmark runs). Model ids may contain ``-``, ``.``, single ``_`` and stsc's ``--`` in place of
+``/``, but neither ``__`` nor a trailing ``_``; agent config names neither ``__`` nor a leading ``_``.
+So the model ends at the first ``__`` and the agent starts after the last one before ``__t-``, and
+the task id is everything between: it may start or end with ``_`` and contain ``__``. A model
+filter compares whole ids, never prefixes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ FAILED_ATTEMPTS_DIR = "failed_attempts"
 
 _SEG = r"(?:(?!__).)*"
 _RUN_NAME = re.compile(
-    rf"^(?P<model>.+)__(?P<task>{_SEG})__(?P<agent>{_SEG})"
+    rf"^(?P<model>.+?)__(?P<task>.+)__(?P<agent>[^_]{_SEG}_?)"
     rf"__t-(?P<temperature>{_SEG})__p-(?P<top_p>{_SEG})__c-(?P<cost>{_SEG})__install-(?P<install>\d+)"
     r"(?:__parallel_agents)?_run_(?P<run>\d+)$"
 )
@@ -58,7 +60,7 @@ class RunFolderName:
 def parse_run_folder_name(name: str) -> RunFolderName | None:
     """Parse a run folder name; None when ``name`` is not one (so other folders can sit beside runs)."""
     m = _RUN_NAME.match(name)
-    if m is None or not m["task"]:
+    if m is None:
         return None
     return RunFolderName(
         model=m["model"],

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stsc.agent.trajectory import run_folder_name
 from stsc.errors import EvaluationError
 from stsc.evaluation.runs import load_runs, parse_run_folder_name, read_run, safe_model_id
 
@@ -38,6 +39,27 @@ def test_model_ids_with_dashes_dots_underscores_and_slashes_round_trip(model: st
         "better_thought_action_parser",
         12,
     )
+
+
+@pytest.mark.parametrize("task", ["_private", "task_", "_both_", "a__b", "__dunder__", "_", "x___y"])
+@pytest.mark.parametrize(
+    ("model", "agent"),
+    [("Qwen/Qwen3-4B", "default"), ("org/my_model.v2", "better_thought_action_parser"), ("a", "b_")],
+)
+def test_task_ids_with_edge_and_double_underscores_round_trip_from_the_writer(
+    task: str, model: str, agent: str
+) -> None:
+    name = parse_run_folder_name(run_folder_name(model, task, agent, 0.6, 0.95, 4.0, 7))
+    assert name is not None
+    assert (name.model, name.task_id, name.agent, name.run_index) == (safe_model_id(model), task, agent, 7)
+    assert (name.temperature, name.top_p, name.cost) == ("0.60", "0.95", "4.00")
+
+
+def test_a_task_id_starting_with_an_underscore_is_found_by_the_task_filter(write_run, tmp_path: Path) -> None:
+    write_run("m", "_hidden", agent=[{"acc": 0.5}])
+    write_run("m", "hidden", agent=[{"acc": 0.4}])
+    runs = load_runs(tmp_path / "runs", tasks=["_hidden"])
+    assert [(r.model, r.task_id, r.agent) for r in runs] == [("m", "_hidden", ({"acc": 0.5},))]
 
 
 @pytest.mark.parametrize(
