@@ -4,8 +4,9 @@ For each dataset, ``tasks_per_dataset`` distinct (target, metric) pairs are plan
 the dataset's suggested targets (``stsc.hub.frames.suggest_targets``) and the metrics of each target's
 task type. Every task gets a seeded train/validation/test split of the table (row ids assigned after
 shuffling, so row order carries no signal), a weak decision-tree ``baseline.py`` that leaves headroom,
-a dependency-free ``evaluate.py`` that reads the labels from ``$STSC_PRIVATE_DIR``, a sample
-submission, and a dataset yaml documenting every column. Labels of the test rows exist only in
+a dependency-free ``evaluate.py`` that reads the labels from ``$STSC_PRIVATE_DIR`` (and refuses a
+prediction that is not a class, for classification), a sample submission, and a dataset yaml
+documenting every column. Labels of the test rows exist only in
 ``private/answers.csv``; ``private/public_ids.csv`` names the ``public_fraction`` of them that
 ``validate`` scores (the final score uses the others).
 """
@@ -13,6 +14,7 @@ submission, and a dataset yaml documenting every column. Labels of the test rows
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -396,13 +398,29 @@ def usable_table(frame: pd.DataFrame, target: TargetSpec) -> pd.DataFrame:
     return table
 
 
+def written_classes(frames: Iterable[pd.DataFrame], column: str) -> list[str]:
+    """The distinct values of ``column`` in ``frames`` as their CSV files spell them (what a
+    submission copies from data/train.csv), sorted."""
+    import pandas as pd
+
+    values: set[str] = set()
+    for frame in frames:
+        text = io.StringIO(_csv(frame[[column]]))
+        values.update(pd.read_csv(text, dtype=str, keep_default_na=False)[column])
+    return sorted(values)
+
+
 def task_files(splits: Splits, plan: TemplatePlan) -> dict[str, bytes | str]:
-    """Starter scripts, data files, sample submission and private answers of one task."""
+    """Starter scripts, data files, sample submission and private answers of one task. A
+    classification evaluate.py knows the classes of the labelled files (``written_classes``)."""
     target = plan.target
     spec = {"id_column": ID_COLUMN, "target": target.column, "task_type": target.task_type.value}
     baseline_spec = {**spec, "max_depth": BASELINE_DEPTH[target.task_type]}
+    evaluate_spec: dict[str, Any] = {**spec, "metric": plan.metric}
+    if target.task_type == TaskType.CLASSIFICATION:
+        evaluate_spec["classes"] = written_classes([splits.train, splits.validation], target.column)
     files: dict[str, bytes | str] = {
-        f"{WORKSPACE}/evaluate.py": script("evaluate_csv.py", {**spec, "metric": plan.metric}),
+        f"{WORKSPACE}/evaluate.py": script("evaluate_csv.py", evaluate_spec),
         f"{WORKSPACE}/baseline.py": script("baseline_tabular.py", baseline_spec),
         f"{WORKSPACE}/sample_submission.csv": _csv(_sample_submission(splits, target)),
         f"{WORKSPACE}/data/train.csv": _csv(splits.train),

@@ -177,6 +177,49 @@ def test_evaluate_py_refuses_bad_submissions_and_missing_labels(tmp_path):
     assert out.returncode != 0 and "STSC_PRIVATE_DIR" in out.stderr and out.stdout == ""
 
 
+def _iris_task(tmp_path: Path, frame: pd.DataFrame):
+    source, _ = _source(tmp_path, "sklearn/iris")
+    plan = TemplatePlan(source.targets[0], "accuracy")
+    return load_task(write_task(tmp_path / "task", build_task(source, frame, plan, GeneratorConfig(), 0)))
+
+
+def _evaluate(task, submission: pd.DataFrame) -> subprocess.CompletedProcess:
+    submission.to_csv(task.workspace / "guess.csv", index=False)
+    return _run(
+        [sys.executable, "evaluate.py", "--submission_file", "guess.csv"], task.workspace, task.private
+    )
+
+
+@pytest.mark.parametrize("guess", ["banana", "", "Setosa"])
+def test_evaluate_py_refuses_a_prediction_that_is_not_a_class(tmp_path, guess):
+    task = _iris_task(tmp_path, TABLES["sklearn/iris"][0]())
+    answers = pd.read_csv(task.private / "answers.csv")
+    answers.loc[3, "species"] = guess
+    out = _evaluate(task, answers)
+    assert out.returncode == 1 and out.stdout == ""
+    assert f"1 prediction(s) are not classes of 'species' (id '{answers.id[3]}': '{guess}')" in out.stderr
+    assert "one of ['setosa', 'versicolor', 'virginica']" in out.stderr
+
+
+@pytest.mark.parametrize("codes", ["int", "float"])
+def test_class_codes_compare_as_numbers_and_other_numbers_are_refused(tmp_path, codes):
+    frame = TABLES["sklearn/iris"][0]()
+    frame["species"] = frame["species"].map({"setosa": 0, "versicolor": 1, "virginica": 2}).astype(codes)
+    task = _iris_task(tmp_path, frame)
+    assert _run([sys.executable, "baseline.py"], task.workspace, None).returncode == 0
+    baseline = _run(
+        [sys.executable, "evaluate.py", "--submission_file", "submission.csv"], task.workspace, task.private
+    )
+    assert 0.4 < json.loads(baseline.stdout)["accuracy"] < 0.9
+    answers = pd.read_csv(task.private / "answers.csv", dtype=str)
+    other = {"int": lambda v: f"{int(v)}.0", "float": lambda v: str(int(float(v)))}[codes]
+    respelled = _evaluate(task, answers.assign(species=answers["species"].map(other)))  # 1 for 1.0
+    assert json.loads(respelled.stdout) == {"accuracy": 1.0}, respelled.stderr
+    answers.loc[0, "species"] = "7"
+    out = _evaluate(task, answers)
+    assert out.returncode == 1 and "1 prediction(s) are not classes of 'species'" in out.stderr
+
+
 def test_the_baseline_writes_a_scoreable_submission_with_headroom(tmp_path):
     source, frame = _source(tmp_path, "sklearn/iris")
     draft = build_task(source, frame, TemplatePlan(source.targets[0], "accuracy"), GeneratorConfig(), seed=0)

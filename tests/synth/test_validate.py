@@ -471,8 +471,10 @@ def test_the_probes_find_the_id_column_where_the_task_declares_it(template_libra
     assert "does not depend on the predictions" in failure.message
 
 
-# the template evaluator scoring only the rows with a prediction; a stricter one also refuses
-# predictions that are not classes
+# the template evaluator without its check that every prediction is a class (a blank is none)
+ANY_VALUE = ("        refuse_unknown_classes(submitted, truth)\n", "        pass\n")
+# the template evaluator scoring only the rows with a prediction; a stricter one refuses predictions
+# that are not classes in those rows
 SCORED_ROWS = "    keys = scored_ids(private_dir, list(truth))\n"
 DROP_BLANKS = "    keys = [k for k in scored_ids(private_dir, list(truth)) if submitted[k].strip()]\n"
 KNOWN_CLASSES = (
@@ -480,17 +482,21 @@ KNOWN_CLASSES = (
     '        fail("a prediction is not one of the classes")\n'
 )
 DROPPING = {
-    "classes": ("sklearn-iris-species-macro-f1", DROP_BLANKS),
-    "numbers, lower is better": ("sklearn-diabetes-progression-rmse", DROP_BLANKS),
-    "known classes only": ("sklearn-iris-species-accuracy", DROP_BLANKS + KNOWN_CLASSES),
+    "classes": ("sklearn-iris-species-macro-f1", [ANY_VALUE, (SCORED_ROWS, DROP_BLANKS)]),
+    "numbers, lower is better": ("sklearn-diabetes-progression-rmse", [(SCORED_ROWS, DROP_BLANKS)]),
+    "known classes only": (
+        "sklearn-iris-species-accuracy",
+        [ANY_VALUE, (SCORED_ROWS, DROP_BLANKS + KNOWN_CLASSES)],
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", list(DROPPING))
 def test_an_evaluator_scoring_only_the_rows_with_a_prediction_is_rejected(template_library, tmp_path, kind):
-    task_id, dropping = DROPPING[kind]
+    task_id, edits = DROPPING[kind]
     folder = _task_copy(template_library, tmp_path, task_id)
-    _edit(folder / "workspace" / "evaluate.py", SCORED_ROWS, dropping)
+    for old, new in edits:
+        _edit(folder / "workspace" / "evaluate.py", old, new)
     result = _check(folder, tmp_path)
     assert result.failure is not None and result.failure.step == "gate:exploit_probes"
     assert "it drops blank predictions and scores only the rest" in result.failure.message
@@ -544,8 +550,9 @@ def test_an_r2_evaluator_scoring_only_the_rows_with_a_prediction_is_rejected(tmp
 def test_blank_predictions_scoring_above_the_baseline_as_a_wrong_class_are_not_taken_for_dropped_ones(
     tmp_path,
 ):
-    # macro-F1 over ten digits, a depth-1 baseline predicting two of them: a blank is one more
-    # (wrong) class; with the labels in a quarter of the rows, that scores far above the baseline
+    # macro-F1 over ten digits, a depth-1 baseline predicting two of them, and an evaluator taking a
+    # blank for one more (wrong) class; with the labels in a quarter of the rows, that scores far
+    # above the baseline
     from sklearn.datasets import load_digits
 
     frame = load_digits(as_frame=True).frame.rename(columns={"target": "digit"})
@@ -554,6 +561,9 @@ def test_blank_predictions_scoring_above_the_baseline_as_a_wrong_class_are_not_t
     generate = make_ctx(tmp_path, "generate", {"verify": write_verify_output(tmp_path, [record])})
     run_generate(root_config(tmp_path), generate)
     folder = generate.out_dir / "tasks" / "sklearn-digits-digit-macro-f1"
+    stock = _check(folder, tmp_path)
+    assert stock.failure is None and stock.probes["blanked"] == "rejected", "the template refuses a blank"
+    _edit(folder / "workspace" / "evaluate.py", *ANY_VALUE)
     result = _check(folder, tmp_path)
     assert result.failure is None, result.failure
     probes = result.probes

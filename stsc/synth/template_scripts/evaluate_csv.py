@@ -5,7 +5,8 @@ Usage: python evaluate.py --submission_file submission.csv
 Prints exactly one line, a JSON object holding the task's metric, and nothing else. The held-out
 labels are read from the folder named by the STSC_PRIVATE_DIR environment variable (the scoring
 step provides it). The submission must hold the id column and the target column, with exactly one
-row per test id; otherwise the script exits non-zero and says what is wrong.
+row per test id, and for classification a class of the target in every row (as spelled in
+data/train.csv; 1 and 1.0 are one class); otherwise the script exits non-zero and says what is wrong.
 
 When the private folder lists public ids (public_ids.csv), the test rows are split like a
 leaderboard: with STSC_SCORE_SPLIT=validate only the public rows are scored (what `validate` shows
@@ -20,7 +21,7 @@ import math
 import os
 import sys
 
-SPEC = {"id_column": "id", "target": "target", "task_type": "classification", "metric": "accuracy"}
+SPEC = {"id_column": "id", "target": "y", "task_type": "classification", "metric": "accuracy", "classes": []}
 ANSWERS_FILE = "answers.csv"
 PUBLIC_IDS_FILE = "public_ids.csv"
 
@@ -61,6 +62,19 @@ def label(value):
     except ValueError:
         return value
     return str(int(number)) if math.isfinite(number) and number == int(number) else value
+
+
+def refuse_unknown_classes(submitted, truth):
+    """Exit non-zero when a prediction is not a class: one of SPEC's (the labelled files') or a test label."""
+    classes = {label(c) for c in SPEC["classes"]} | {label(v) for v in truth.values()}
+    unknown = [k for k, v in submitted.items() if label(v) not in classes]
+    if unknown:
+        shown = ", ".join(f"id {k!r}: {submitted[k]!r}" for k in unknown[:5])
+        more = f" and {len(SPEC['classes']) - 20} more" if len(SPEC["classes"]) > 20 else ""
+        fail(
+            f"{len(unknown)} prediction(s) are not classes of '{SPEC['target']}' ({shown}); predict a "
+            f"class as spelled in data/train.csv: one of {SPEC['classes'][:20]}{more}"
+        )
 
 
 def number(value, key):
@@ -135,6 +149,8 @@ def main():
             f"the submission must have one row per id of data/test.csv ({len(truth)} rows); "
             f"missing ids: {missing[:5]} ({len(missing)} in all), unknown ids: {extra[:5]} ({len(extra)} in all)"
         )
+    if SPEC["task_type"] == "classification":
+        refuse_unknown_classes(submitted, truth)
     keys = scored_ids(private_dir, list(truth))
     if SPEC["task_type"] == "classification":
         score = classification_score(
