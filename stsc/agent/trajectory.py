@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stsc.agent.task import TaskSpec
+from stsc.errors import ConfigError
 from stsc.store import atomic_write_bytes, atomic_write_json, overwrite_bytes, read_json, to_jsonable
 
 SCHEMA_VERSION = 1
@@ -31,9 +32,25 @@ def safe_model_id(model: str) -> str:
 def run_folder_name(
     model: str, task_id: str, agent: str, temperature: float, top_p: float, cost_limit_usd: float, run: int
 ) -> str:
-    """``<model>__<taskId>__<agent>__t-<temp>__p-<top_p>__c-<cost>__install-0_run_<k>``."""
+    """``<model>__<taskId>__<agent>__t-<temp>__p-<top_p>__c-<cost>__install-0_run_<k>``.
+
+    The name parses back (``stsc.evaluation.runs.parse_run_folder_name``: the model ends at the
+    first ``__``, the agent is the last part before ``__t-``, the task id is what lies between, so
+    it may hold ``_`` and ``__`` anywhere). Raises ``ConfigError`` for a model or agent name that
+    would make it ambiguous."""
+    model_id = safe_model_id(model)
+    if not model_id or "__" in model_id or model_id.endswith("_"):
+        raise ConfigError(
+            f"model name {model!r} cannot name run folders: it must be non-empty, contain no '__' and not "
+            "end with '_' (rename it: teacher.name / teacher.llm.model, or the eval.models entry)"
+        )
+    if not agent or "__" in agent or agent.startswith("_"):
+        raise ConfigError(
+            f"agent name {agent!r} cannot name run folders: it must be non-empty, contain no '__' and not "
+            "start with '_' (agent.name)"
+        )
     return (
-        f"{safe_model_id(model)}__{task_id}__{agent}__t-{temperature:.2f}__p-{top_p:.2f}"
+        f"{model_id}__{task_id}__{agent}__t-{temperature:.2f}__p-{top_p:.2f}"
         f"__c-{cost_limit_usd:.2f}__install-0_run_{run}"
     )
 

@@ -102,10 +102,10 @@ def _student_policy(cfg: RootConfig, name: str, checkpoint: str, api_base: str) 
 def _check_names(methods: list[EvalMethod]) -> None:
     seen: dict[str, str] = {}
     for m in methods:
-        if not m.name or "__" in m.name or m.name == BASELINE:
+        if not m.name or "__" in m.name or m.folder_id.endswith("_") or m.name == BASELINE:
             raise ConfigError(
-                f"eval method name {m.name!r} is not usable: it must be non-empty, contain no '__' and "
-                f"not be {BASELINE!r} (the baseline pseudo-method); rename it in eval.models"
+                f"eval method name {m.name!r} is not usable: it must be non-empty, contain no '__', not end "
+                f"with '_' and not be {BASELINE!r} (the baseline pseudo-method); rename it in eval.models"
             )
         if m.folder_id in seen:
             raise ConfigError(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stsc.agent.trajectory import safe_model_id
 from stsc.errors import EvaluationError
 
 logger = logging.getLogger(__name__)
@@ -37,11 +38,6 @@ _RUN_NAME = re.compile(
     r"(?:__parallel_agents)?_run_(?P<run>\d+)$"
 )
 _MAX_DEPTH = 3
-
-
-def safe_model_id(model: str) -> str:
-    """The folder-safe form of a model id: ``/`` becomes ``--`` (``org/name`` -> ``org--name``)."""
-    return model.replace("/", "--")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ def test_a_student_server_must_serve_its_name_before_the_stage_starts(tmp_path: 
     [
         (["baseline"], False, "not be 'baseline'"),
         (["a__b"], False, "contain no '__'"),
+        (["model_"], False, "not end with '_'"),
         (["org/model", "org--model"], False, "share the run folder id 'org--model'"),
         (["sft"], True, "share the run folder id 'sft'"),
     ],

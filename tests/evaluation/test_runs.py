@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stsc.agent.trajectory import run_folder_name
-from stsc.errors import EvaluationError
+from stsc.errors import ConfigError, EvaluationError
 from stsc.evaluation.runs import load_runs, parse_run_folder_name, read_run, safe_model_id
 
 
@@ -53,6 +53,18 @@ def test_task_ids_with_edge_and_double_underscores_round_trip_from_the_writer(
     assert name is not None
     assert (name.model, name.task_id, name.agent, name.run_index) == (safe_model_id(model), task, agent, 7)
     assert (name.temperature, name.top_p, name.cost) == ("0.60", "0.95", "4.00")
+
+
+@pytest.mark.parametrize(
+    ("model", "agent", "key"),
+    [("a__b", "default", "teacher.name"), ("org/model_", "default", "teacher.name"), ("", "default", "teacher.name"),
+     ("m", "my__agent", "agent.name"), ("m", "_agent", "agent.name"), ("m", "", "agent.name")],
+)  # fmt: skip
+def test_the_writer_refuses_model_and_agent_names_that_would_not_parse_back(
+    model: str, agent: str, key: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"cannot name run folders.*{key}"):
+        run_folder_name(model, "task", agent, 0.0, 0.95, 4.0, 0)
 
 
 def test_a_task_id_starting_with_an_underscore_is_found_by_the_task_filter(write_run, tmp_path: Path) -> None:
