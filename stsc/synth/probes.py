@@ -12,12 +12,12 @@ catch an evaluate.py that can be gamed, run in the task's sandbox after the base
   predictions in the others is refused or scores worse than the true labels in every row (blank
   predictions are not dropped from the score).
 
-Ids are read from the task's id column, the first column of ``private/answers.csv``.
+Ids are read from the task's id column (``Task.id_column``: the one meta.json records, else the
+first column of ``private/answers.csv``).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import tempfile
 from pathlib import Path
@@ -34,23 +34,18 @@ from stsc.synth.checks import (
     same_score,
 )
 from stsc.synth.leaks import id_key
-from stsc.synth.task import WORKSPACE, Task
-from stsc.synth.template import ANSWERS, PUBLIC_IDS
+from stsc.synth.task import ANSWERS, WORKSPACE, Task
+from stsc.synth.template import PUBLIC_IDS
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def submission_id_column(task: Task, columns: list[str]) -> str:
-    """Which of a submission's ``columns`` holds the ids: the task's id column (the first column of
-    ``private/answers.csv``, where the task contract declares it) when the submission has it, else
-    the submission's first column."""
-    try:
-        with (task.private / ANSWERS).open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        header = []
-    return header[0] if header and header[0] in columns else str(columns[0])
+    """Which of a submission's ``columns`` holds the ids: the task's id column (``Task.id_column``)
+    when the submission has it, else the submission's first column."""
+    declared = task.id_column
+    return declared if declared is not None and declared in columns else str(columns[0])
 
 
 def probe_submissions(task: Task, out_dir: Path) -> dict[str, Path]:
@@ -181,7 +176,7 @@ def _blanked_submissions(task: Task, submission: pd.DataFrame) -> tuple[dict[str
     id_column = submission_id_column(task, list(submission.columns))
     columns = [c for c in submission.columns if c != id_column]
     truth = pd.read_csv(task.private / ANSWERS, dtype=str, keep_default_na=False)
-    truth_id = truth.columns[0]
+    truth_id = task.id_column if task.id_column in truth.columns else truth.columns[0]
     truth.index = truth[truth_id].map(id_key)
     truth = truth[~truth.index.duplicated()]
     pairs = _label_columns(columns, [c for c in truth.columns if c != truth_id])

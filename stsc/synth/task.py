@@ -7,7 +7,7 @@ Layout (``<task_id>/``)::
     workspace/           what the agent's workspace starts as: baseline.py, evaluate.py,
                          sample_submission.csv, data/{train,validation,test}.csv (test without labels)
     private/             held-out labels (answers.csv); never copied into an agent workspace
-    meta.json            ``TaskMeta``: provenance, priority metric and direction, baseline score, cost
+    meta.json            ``TaskMeta``: provenance, id column, priority metric and direction, baseline, cost
 
 A *draft* (the ``generate`` stage's output) may additionally hold ``build/`` (a data-preparation
 script and the raw table it reads) and may still lack data and a baseline score; ``validate`` turns
@@ -17,6 +17,7 @@ time is spent on it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -34,12 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stsc.errors import TaskFormatError
 from stsc.store import fsync_path, read_yaml
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: meta.json records the id column (``TaskMeta.id_column``)
 TASK_YAML = "task.yaml"
 META_FILE = "meta.json"
 WORKSPACE = "workspace"
 PRIVATE = "private"
 DATASETS = "datasets"
+ANSWERS = "answers.csv"
 BUILD = "build"
 SUBMISSION_HEADER = "SUBMISSION FORMAT:"
 DATA_FILES = ("train.csv", "validation.csv", "test.csv")
@@ -123,6 +125,10 @@ class TaskMeta(_Model):
     license: str | None
     task_type: str
     target: str
+    # The column of ids in private/answers.csv, the data files and submissions. None in tasks written
+    # before it was recorded and in drafts whose build/prepare.py writes the labels (``Task.id_column``
+    # then reads the first column of private/answers.csv, where the task contract puts it).
+    id_column: str | None = None
     metric: str
     higher_is_better: bool
     metric_bounds: tuple[float | None, float | None] | None = None
@@ -198,6 +204,21 @@ class Task:
     @property
     def baseline_score(self) -> float | None:
         return self.meta.baseline_score
+
+    @property
+    def id_column(self) -> str | None:
+        """The column of ids: meta.json's ``id_column``, else the first column of
+        ``private/answers.csv``; None when neither names one (no readable answers yet)."""
+        return self.meta.id_column or next(iter(answers_header(self.private)), None)
+
+
+def answers_header(private: Path) -> list[str]:
+    """The column names of ``private/answers.csv`` in ``private``; empty when it cannot be read."""
+    try:
+        with (private / ANSWERS).open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 class _Dumper(yaml.SafeDumper):
@@ -361,6 +382,12 @@ def _data_problems(task: Task) -> list[str]:
         problems.append(f"{task.config.sample_submission} is missing")
     if not task.private.is_dir() or not any(task.private.iterdir()):
         problems.append(f"{PRIVATE}/ holds no held-out labels")
+    header = answers_header(task.private)
+    if task.meta.id_column and header and task.meta.id_column not in header:
+        problems.append(
+            f"meta.json id_column {task.meta.id_column!r} is not a column of {PRIVATE}/{ANSWERS} "
+            f"(columns: {header}); record the column that holds the test ids"
+        )
     for ds in task.datasets:
         if ds.is_local and not (task.path / ds.data_path).is_dir():
             problems.append(f"dataset {ds.name}: data_path {ds.data_path} is not a folder of the task")

@@ -26,6 +26,7 @@ from stsc.errors import UnusableDatasetError
 from stsc.hub.records import TargetSpec, TaskType
 from stsc.synth.generate import GenerationResult, GenerationSource, SourceDrop
 from stsc.synth.task import (
+    ANSWERS,
     PRIVATE,
     STARTER_CODE,
     SUBMISSION_HEADER,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ID_COLUMN = "id"
-ANSWERS = "answers.csv"
 PUBLIC_IDS = "public_ids.csv"
 MIN_ROWS = 40  # fewer labelled rows cannot make a train/validation/test split worth scoring
 
@@ -458,7 +458,7 @@ def build_task(
     meta = TaskMeta(
         task_id=task_id, topic_id=source.topic_id, topic_title=source.topic_title, area=source.area,
         dataset_id=dataset_id, dataset_revision=record.revision, license=record.license,
-        task_type=target.task_type.value, target=target.column, metric=plan.metric,
+        task_type=target.task_type.value, target=target.column, id_column=ID_COLUMN, metric=plan.metric,
         higher_is_better=info.higher_is_better, metric_bounds=info.bounds, generator="template",
         public_split=splits.n_public > 0,
     )  # fmt: skip

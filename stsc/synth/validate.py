@@ -175,12 +175,14 @@ def _usage(history: list[DebugRound]) -> tuple[int, int, float]:
 
 def publish_accepted(work: Path, library: Path, outcome: Outcome) -> Path:
     """Copy the accepted task (without ``build/``) into ``library/<task_id>`` atomically, recording
-    the baseline score and the self-debug history."""
+    the baseline score, the self-debug history and the id column (``Task.id_column``: a draft
+    whose build writes the labels names it only in private/answers.csv)."""
     task = load_task(work)
     score = outcome.result.baseline_score
     prompt, completion, cost = _usage(outcome.history)
     meta = task.meta.model_copy(
         update={
+            "id_column": task.id_column,
             "baseline_score": score,
             "public_baseline_scores": outcome.result.public_metrics,
             "self_debug_history": outcome.history,

@@ -106,6 +106,27 @@ def test_meta_json_must_name_the_same_task(tmp_path):
     assert any("differs from task.yaml id" in p for p in check_task_folder(folder, require_score=False))
 
 
+def test_the_id_column_is_recorded_and_a_task_written_before_reads_it_from_the_answers(tmp_path):
+    draft = _draft(tmp_path)
+    folder = write_task(tmp_path / draft.task_id, draft)
+    task = load_task(folder)
+    assert task.meta.id_column == "id" and task.id_column == "id"
+    meta = json.loads((folder / "meta.json").read_text())
+    older = {k: v for k, v in meta.items() if k != "id_column"} | {"schema_version": 1}
+    (folder / "meta.json").write_text(json.dumps(older))
+    answers = folder / "private" / "answers.csv"
+    answers.write_text(answers.read_text().replace("id,", "row,", 1))
+    task = load_task(folder)
+    assert task.meta.id_column is None and task.id_column == "row", "the contract's first column"
+    assert check_task_folder(folder, require_score=False) == []
+    (folder / "meta.json").write_text(json.dumps(meta))
+    problems = check_task_folder(folder, require_score=False)
+    assert problems == [
+        "meta.json id_column 'id' is not a column of private/answers.csv (columns: ['row', 'species']); "
+        "record the column that holds the test ids"
+    ]
+
+
 @pytest.mark.parametrize(
     ("description", "ok"),
     [

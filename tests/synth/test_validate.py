@@ -61,7 +61,7 @@ def test_template_tasks_are_accepted_with_their_baseline_recorded(template_libra
         # the baseline is also scored on the public rows, the score `validate` shows beside the agent's
         assert task.meta.public_split and set(task.meta.public_baseline_scores) == {task.meta.metric}
         assert task.meta.public_baseline_scores[task.meta.metric] != task.meta.baseline_score
-        assert not (task.path / "build").exists()
+        assert not (task.path / "build").exists() and task.meta.id_column == "id"
         [history] = task.meta.self_debug_history
         assert history.step == "ok" and "no model to fix with" in history.skipped
     assert not (template_library / ".work").exists(), "scratch copies are cleaned up"
@@ -228,6 +228,7 @@ def test_a_broken_evaluate_py_is_fixed_on_the_second_round(tmp_path, records, op
     assert [h.step for h in history] == ["evaluate", "gate:json_output", "ok"]
     assert history[1].fixed_files == ["workspace/evaluate.py"] and history[1].prompt_tokens > 0
     assert (task.workspace / "evaluate.py").read_text() == EVALUATE
+    assert task.meta.id_column == "row_id", "read from the answers the build wrote"
     assert 0.4 < task.meta.baseline_score < 0.9
     assert check_task_folder(task.path) == []
     fix_prompt = openai_server.chat_requests[1].messages[0]["content"]
@@ -444,8 +445,8 @@ def _task_copy(template_library: Path, tmp_path: Path, task_id: str) -> Path:
     return folder
 
 
-def _check(folder: Path, tmp_path: Path) -> CheckResult:
-    cfg = root_config(tmp_path)
+def _check(folder: Path, tmp_path: Path, **validate) -> CheckResult:
+    cfg = root_config(tmp_path, **validate)
     return check_task(folder, cfg.validate, make_factory(cfg.sandbox), "test")
 
 
@@ -459,14 +460,20 @@ def _edit(path: Path, old: str, new: str) -> None:
 BLIND_SCORE = ('print(json.dumps({SPEC["metric"]: score}))', 'print(json.dumps({SPEC["metric"]: 0.5}))')
 
 
-def test_the_probes_find_the_id_column_where_the_task_declares_it(template_library, tmp_path):
+@pytest.mark.parametrize("answers_first", ["id", "species"])
+def test_the_probes_find_the_id_column_where_the_task_declares_it(template_library, tmp_path, answers_first):
+    # the submissions hold the label first; answers.csv holds the id first, as the task contract
+    # has it, or the label first too, when meta.json's id_column names the ids (the leak check,
+    # which joins on answers.csv's first column, is left out)
     folder = _task_copy(template_library, tmp_path, "sklearn-iris-species-accuracy")
-    sample = folder / "workspace" / "sample_submission.csv"
-    pd.read_csv(sample)[["species", "id"]].to_csv(sample, index=False)  # answers.csv keeps the id first
+    for rel in ("workspace/sample_submission.csv", "private/answers.csv"):
+        frame = pd.read_csv(folder / rel)
+        first = answers_first if rel.startswith("private") else "species"
+        frame[[first, *(c for c in frame.columns if c != first)]].to_csv(folder / rel, index=False)
     _edit(folder / "workspace" / "baseline.py", "submission.to_csv(", 'submission[["species", "id"]].to_csv(')
-    assert _check(folder, tmp_path).failure is None
+    assert _check(folder, tmp_path, gate_no_leak=False).failure is None
     _edit(folder / "workspace" / "evaluate.py", *BLIND_SCORE)
-    failure = _check(folder, tmp_path).failure
+    failure = _check(folder, tmp_path, gate_no_leak=False).failure
     assert failure is not None and failure.step == "gate:exploit_probes"
     assert "does not depend on the predictions" in failure.message
 
