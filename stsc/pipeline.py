@@ -180,7 +180,7 @@ _PAPER_GRAPH = (
         "stsc.synth.generate:run_generate",
         ("verify", "propose"),
         ("generator",),
-        3,
+        4,
         prompts=_generate_prompts,
     ),
     StageSpec(
@@ -188,7 +188,7 @@ _PAPER_GRAPH = (
         "stsc.synth.validate:run_validate",
         ("generate",),
         ("validate", "generator.llm", *SANDBOX_LIMITS),
-        6,
+        7,
         prompts=_validate_prompts,
     ),
     StageSpec(
