@@ -259,7 +259,7 @@ def check_task(folder: Path, cfg: ValidateConfig, factory: SandboxFactory, label
     except TaskFormatError as e:
         return CheckResult(Failure(Step.SHAPE, str(e)))
     if cfg.gate_no_leak:
-        leaks = find_label_leaks(task.workspace, task.private)
+        leaks = find_label_leaks(task.workspace, task.private, id_column=task.id_column)
         if leaks:
             return CheckResult(
                 Failure(Step.NO_LEAK, "the workspace reveals test labels: " + "; ".join(leaks[:5]))

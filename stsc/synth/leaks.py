@@ -130,10 +130,13 @@ def _id_order_hits(
     return found
 
 
-def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[str]:
+def find_label_leaks(
+    workspace: Path, private: Path, min_rows: int = 5, id_column: str | None = None
+) -> list[str]:
     """Workspace files that reveal private labels: byte-identical copies of a private file, or a CSV
-    column matching a label column of a private CSV (joined on its first column, the id, when the
-    file has it; row by row when it has the same number of rows). Empty list = no leak found."""
+    column matching a label column of a private CSV (joined on its id column when the file has it:
+    ``id_column`` (the task's, see ``Task.id_column``) where the private CSV has that column, else
+    its first; row by row when it has the same number of rows). Empty list = no leak found."""
     import pandas as pd
 
     def digest(p: Path) -> str:
@@ -154,7 +157,8 @@ def find_label_leaks(workspace: Path, private: Path, min_rows: int = 5) -> list[
             continue  # unreadable labels fail the evaluation step instead
         if truth.shape[1] < 2 or len(truth) < min_rows:
             continue
-        key, labels = truth.columns[0], list(truth.columns[1:])
+        key = id_column if id_column in truth.columns else truth.columns[0]
+        labels = [c for c in truth.columns if c != key]
         ids = set(_ids(truth[key]))
         for path in (p for p in workspace_files if p.suffix == ".csv"):
             try:

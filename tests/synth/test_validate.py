@@ -463,17 +463,16 @@ BLIND_SCORE = ('print(json.dumps({SPEC["metric"]: score}))', 'print(json.dumps({
 @pytest.mark.parametrize("answers_first", ["id", "species"])
 def test_the_probes_find_the_id_column_where_the_task_declares_it(template_library, tmp_path, answers_first):
     # the submissions hold the label first; answers.csv holds the id first, as the task contract
-    # has it, or the label first too, when meta.json's id_column names the ids (the leak check,
-    # which joins on answers.csv's first column, is left out)
+    # has it, or the label first too, when meta.json's id_column names the ids
     folder = _task_copy(template_library, tmp_path, "sklearn-iris-species-accuracy")
     for rel in ("workspace/sample_submission.csv", "private/answers.csv"):
         frame = pd.read_csv(folder / rel)
         first = answers_first if rel.startswith("private") else "species"
         frame[[first, *(c for c in frame.columns if c != first)]].to_csv(folder / rel, index=False)
     _edit(folder / "workspace" / "baseline.py", "submission.to_csv(", 'submission[["species", "id"]].to_csv(')
-    assert _check(folder, tmp_path, gate_no_leak=False).failure is None
+    assert _check(folder, tmp_path).failure is None
     _edit(folder / "workspace" / "evaluate.py", *BLIND_SCORE)
-    failure = _check(folder, tmp_path, gate_no_leak=False).failure
+    failure = _check(folder, tmp_path).failure
     assert failure is not None and failure.step == "gate:exploit_probes"
     assert "does not depend on the predictions" in failure.message
 
