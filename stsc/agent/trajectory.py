@@ -29,6 +29,12 @@ def safe_model_id(model: str) -> str:
     return model.replace("/", "--")
 
 
+def usable_model_id(model_id: str) -> bool:
+    """Whether a folder-safe model id can start a run folder name that parses back: non-empty,
+    without ``__`` and not ending in ``_``."""
+    return bool(model_id) and "__" not in model_id and not model_id.endswith("_")
+
+
 def run_folder_name(
     model: str, task_id: str, agent: str, temperature: float, top_p: float, cost_limit_usd: float, run: int
 ) -> str:
@@ -39,7 +45,7 @@ def run_folder_name(
     it may hold ``_`` and ``__`` anywhere). Raises ``ConfigError`` for a model or agent name that
     would make it ambiguous."""
     model_id = safe_model_id(model)
-    if not model_id or "__" in model_id or model_id.endswith("_"):
+    if not usable_model_id(model_id):
         raise ConfigError(
             f"model name {model!r} cannot name run folders: it must be non-empty, contain no '__' and not "
             "end with '_' (rename it: teacher.name / teacher.llm.model, or the eval.models entry)"

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stsc.agent.trajectory import usable_model_id
 from stsc.config import AgentConfig, LLMConfig, PolicyConfig, RootConfig
 from stsc.errors import ConfigError, StageError
 from stsc.evaluation.aup import BASELINE
@@ -102,7 +103,7 @@ def _student_policy(cfg: RootConfig, name: str, checkpoint: str, api_base: str) 
 def _check_names(methods: list[EvalMethod]) -> None:
     seen: dict[str, str] = {}
     for m in methods:
-        if not m.name or "__" in m.name or m.folder_id.endswith("_") or m.name == BASELINE:
+        if not usable_model_id(m.folder_id) or m.name == BASELINE:
             raise ConfigError(
                 f"eval method name {m.name!r} is not usable: it must be non-empty, contain no '__', not end "
                 f"with '_' and not be {BASELINE!r} (the baseline pseudo-method); rename it in eval.models"
